@@ -1,0 +1,38 @@
+//! Runs one CLI command to completion and turns its outcome into an exit code.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Command;
+use crate::clock::SystemClock;
+use crate::{bridge, config};
+
+/// Exit code for an unusable config (sysexits' EX_CONFIG), so a service manager
+/// can tell "fix the file" from "try again" (`RestartPreventExitStatus=78`).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Runs `command`; `shutdown` is cancelled on SIGINT/SIGTERM.
+pub async fn run(command: Command, shutdown: CancellationToken) -> ExitCode {
+    match command {
+        Command::Run(args) => {
+            let settings = match config::load(&args.config) {
+                Ok(settings) => settings,
+                Err(error) => return config_error(&error),
+            };
+            match bridge::run(settings, Arc::new(SystemClock::new()), shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("otp2mqtt: error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn config_error(error: &config::ConfigError) -> ExitCode {
+    eprintln!("otp2mqtt: error: {error}");
+    ExitCode::from(EXIT_CONFIG)
+}

@@ -1,0 +1,318 @@
+//! The publisher: owns the sensors, decides what to send and when, and talks to
+//! the broker only through the [`Link`] of the connection task.
+//!
+//! Codes are computed from the wall clock at the moment they are sent and only
+//! while connected; after every (re)connect and every Home Assistant birth the
+//! whole state is announced again, so nothing depends on the broker's memory.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rumqttc::QoS;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::connection::{self, Link, LinkEvent};
+use crate::messages::{self, ONLINE, Topics};
+use crate::schedule::Schedule;
+use crate::sensor::Sensor;
+
+/// After an announce, the codes are sent again at these delays: Home Assistant
+/// subscribes to a newly discovered entity's state topic only once it has
+/// processed the discovery config, and a code sent before that is lost until the
+/// next step (up to a whole period).
+pub const CODE_REFRESH_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+/// Home Assistant's birth message is answered after a short, jittered delay, as
+/// its docs advise, so that a restart is not met by every bridge at once.
+pub const BIRTH_DELAY_MIN: Duration = Duration::from_millis(500);
+pub const BIRTH_DELAY_JITTER: Duration = Duration::from_millis(1000);
+/// How long after the first connect stale discovery configs of this instance are
+/// looked for. The broker sends retained messages right after the subscription.
+pub const CLEANUP_WINDOW: Duration = Duration::from_secs(3);
+/// Upper bound of the shutdown sequence after the signal (offline + disconnect).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// A sensor with its topics, derived once.
+struct PublishedSensor {
+    sensor: Sensor,
+    state_topic: String,
+    attributes_topic: String,
+}
+
+pub struct Bridge {
+    topics: Topics,
+    sensors: Vec<PublishedSensor>,
+    /// Sensor indexes per entry of `schedule.periods()`.
+    period_groups: Vec<Vec<usize>>,
+    schedule: Schedule,
+    clock: Arc<dyn Clock>,
+    /// Discovery topics this configuration owns; any other retained config of
+    /// this instance is a ghost to clear.
+    own_discovery_topics: HashSet<String>,
+    /// Pending code re-sends after an announce (see [`CODE_REFRESH_DELAYS`]).
+    code_refreshes: VecDeque<Instant>,
+    /// A pending re-announce answering Home Assistant's birth message.
+    announce_at: Option<Instant>,
+    /// While set, stale configs are being collected; the subscription ends then.
+    cleanup_until: Option<Instant>,
+    cleanup_done: bool,
+}
+
+/// Runs the bridge until `shutdown` is cancelled, then says `offline` and
+/// disconnects. Returns an error only if the connection task dies.
+pub async fn run(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    for warning in &settings.warnings {
+        warn!("{warning}");
+    }
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %settings.source.display(),
+        sensors = settings.sensors.len(),
+        broker = settings.mqtt.broker_address(),
+        instance = settings.instance_id,
+        "otp2mqtt starting"
+    );
+    let topics = Topics::new(&settings);
+    // Discovery, attributes and state per sensor, plus subscriptions and availability.
+    let messages_per_announce = settings.sensors.len() * 3 + 8;
+    let link = connection::connect(
+        &settings.mqtt,
+        &messages::availability(&topics, false),
+        messages_per_announce,
+    );
+    Bridge::new(settings, topics, clock)
+        .serve(link, shutdown)
+        .await
+}
+
+impl Bridge {
+    pub fn new(settings: Settings, topics: Topics, clock: Arc<dyn Clock>) -> Self {
+        let mut periods: Vec<u64> = settings
+            .sensors
+            .iter()
+            .map(|sensor| sensor.period)
+            .collect();
+        periods.sort_unstable();
+        periods.dedup();
+        let period_groups = periods
+            .iter()
+            .map(|period| {
+                settings
+                    .sensors
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, sensor)| sensor.period == *period)
+                    .map(|(index, _)| index)
+                    .collect()
+            })
+            .collect();
+        let own_discovery_topics = settings
+            .sensors
+            .iter()
+            .map(|sensor| topics.discovery_config("sensor", &sensor.id))
+            .collect();
+        let sensors = settings
+            .sensors
+            .into_iter()
+            .map(|sensor| PublishedSensor {
+                state_topic: topics.state(&sensor.id),
+                attributes_topic: topics.attributes(&sensor.id),
+                sensor,
+            })
+            .collect();
+        Bridge {
+            topics,
+            sensors,
+            period_groups,
+            schedule: Schedule::new(periods),
+            clock,
+            own_discovery_topics,
+            code_refreshes: VecDeque::new(),
+            announce_at: None,
+            cleanup_until: None,
+            cleanup_done: false,
+        }
+    }
+
+    async fn serve(mut self, mut link: Link, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut next_tick = Instant::now();
+        loop {
+            // A deadline far enough away to never fire, for timers that are off.
+            let never = Instant::now() + Duration::from_secs(86_400);
+            let refresh_at = self.code_refreshes.front().copied();
+            let announce_at = self.announce_at;
+            let cleanup_until = self.cleanup_until;
+            tokio::select! {
+                // Shutdown first, then the schedule: a code is worth most in its
+                // first milliseconds.
+                biased;
+                () = shutdown.cancelled() => break,
+                () = sleep_until(next_tick) => {
+                    next_tick = Instant::now() + self.tick(&link);
+                }
+                event = link.events.recv() => {
+                    let event = event.context("the MQTT connection task ended unexpectedly")?;
+                    self.on_link_event(event, &link);
+                }
+                () = sleep_until(refresh_at.unwrap_or(never)), if refresh_at.is_some() => {
+                    self.code_refreshes.pop_front();
+                    if link.is_connected() {
+                        debug!("re-sending codes for entities Home Assistant just discovered");
+                        self.publish_codes(&link, None);
+                    }
+                }
+                () = sleep_until(announce_at.unwrap_or(never)), if announce_at.is_some() => {
+                    self.announce_at = None;
+                    if link.is_connected() {
+                        info!("Home Assistant came online; announcing all sensors again");
+                        self.announce(&link);
+                    }
+                }
+                () = sleep_until(cleanup_until.unwrap_or(never)), if cleanup_until.is_some() => {
+                    self.finish_cleanup(&link);
+                }
+            }
+        }
+        info!("shutting down: marking sensors offline");
+        let offline = messages::availability(&self.topics, false);
+        if link.task.is_finished() {
+            bail!("the MQTT connection task ended unexpectedly");
+        }
+        link.shut_down(offline, SHUTDOWN_GRACE).await;
+        Ok(())
+    }
+
+    /// Publishes the codes of every period whose step changed; returns how long
+    /// to sleep until the next check.
+    fn tick(&mut self, link: &Link) -> Duration {
+        let tick = self.schedule.tick(self.clock.read());
+        if let Some(jump) = tick.jump {
+            warn!(
+                size = ?jump.size,
+                direction = if jump.forward { "forward" } else { "backward" },
+                "the wall clock jumped; re-aligning codes to the new time"
+            );
+        }
+        if !tick.due.is_empty() && link.is_connected() {
+            for group in &tick.due {
+                self.publish_codes(link, Some(*group));
+            }
+        }
+        tick.sleep
+    }
+
+    fn on_link_event(&mut self, event: LinkEvent, link: &Link) {
+        match event {
+            LinkEvent::Connected => {
+                // rumqttc does not restore subscriptions; the broker may have lost them.
+                let _ = link
+                    .client
+                    .try_subscribe(self.topics.status.clone(), QoS::AtLeastOnce);
+                if !self.cleanup_done {
+                    let _ = link
+                        .client
+                        .try_subscribe(self.topics.discovery_filter(), QoS::AtLeastOnce);
+                    self.cleanup_until = Some(Instant::now() + CLEANUP_WINDOW);
+                }
+                self.announce(link);
+            }
+            LinkEvent::Disconnected => {
+                // The cleanup subscription died with the session; retry on reconnect.
+                self.cleanup_until = None;
+                self.code_refreshes.clear();
+            }
+            LinkEvent::Publish { topic, payload } => {
+                if topic == self.topics.status {
+                    if payload.as_ref() == ONLINE.as_bytes() {
+                        if self.announce_at.is_none() {
+                            let jitter = BIRTH_DELAY_JITTER.mul_f64(rand::random::<f64>());
+                            self.announce_at = Some(Instant::now() + BIRTH_DELAY_MIN + jitter);
+                        }
+                    } else {
+                        debug!(
+                            bytes = payload.len(),
+                            "ignoring a Home Assistant status that is not `online`"
+                        );
+                    }
+                } else if self.cleanup_until.is_some()
+                    && !payload.is_empty()
+                    && self.topics.is_own_discovery_topic(&topic)
+                    && !self.own_discovery_topics.contains(&topic)
+                {
+                    info!(
+                        topic,
+                        "removing the discovery config of a sensor no longer configured"
+                    );
+                    link.send(messages::clear_retained(topic));
+                }
+            }
+            LinkEvent::PublishAcked => {}
+        }
+    }
+
+    /// Everything Home Assistant needs, from scratch: discovery configs,
+    /// availability, current codes; then schedules code re-sends.
+    fn announce(&mut self, link: &Link) {
+        let mut queued = 0usize;
+        for published in &self.sensors {
+            queued +=
+                usize::from(link.send(messages::discovery_config(&self.topics, &published.sensor)));
+        }
+        link.send(messages::availability(&self.topics, true));
+        self.publish_codes(link, None);
+        info!(
+            sensors = self.sensors.len(),
+            discovery_configs = queued,
+            "announced to Home Assistant"
+        );
+        let now = Instant::now();
+        self.code_refreshes = CODE_REFRESH_DELAYS
+            .iter()
+            .map(|delay| now + *delay)
+            .collect();
+    }
+
+    /// Sends attributes and code of one period group (or all sensors), computed
+    /// from the wall clock now.
+    fn publish_codes(&self, link: &Link, group: Option<usize>) {
+        let now = self.clock.read().wall;
+        let indexes: Box<dyn Iterator<Item = usize>> = match group {
+            Some(group) => Box::new(self.period_groups[group].iter().copied()),
+            None => Box::new(0..self.sensors.len()),
+        };
+        let mut sent = 0usize;
+        for index in indexes {
+            let published = &self.sensors[index];
+            // Attributes first, so a countdown template never pairs the new code
+            // with the old window.
+            link.send(messages::attributes(
+                &published.attributes_topic,
+                &published.sensor,
+                now,
+            ));
+            sent += usize::from(link.send(messages::state(
+                &published.state_topic,
+                &published.sensor,
+                now,
+            )));
+        }
+        debug!(codes = sent, "published codes");
+    }
+
+    fn finish_cleanup(&mut self, link: &Link) {
+        self.cleanup_until = None;
+        if link.is_connected() {
+            let _ = link.client.try_unsubscribe(self.topics.discovery_filter());
+            self.cleanup_done = true;
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! otp2mqtt: Home Assistant's `otp` sensor as an MQTT bridge.
+//!
+//! Data flows one way: config → sensors → messages → broker. The pure core
+//! ([`config`], [`sensor`], [`schedule`], [`messages`]) knows nothing of the
+//! network or the real clock; [`connection`] owns the MQTT connection and
+//! [`bridge`] decides what to publish when.
+
+pub mod app;
+pub mod backoff;
+pub mod bridge;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod messages;
+pub mod schedule;
+pub mod secret;
+pub mod sensor;

@@ -1,0 +1,352 @@
+//! Every MQTT message otp2mqtt sends, built as plain values: topics, Home
+//! Assistant discovery configs, availability, state and attributes.
+//!
+//! Pure: no client, no clock. The bridge decides when to send; this decides what.
+
+use serde_json::{Value, json};
+
+use crate::config::Settings;
+use crate::schedule::UnixTime;
+use crate::sensor::Sensor;
+
+pub const ONLINE: &str = "online";
+pub const OFFLINE: &str = "offline";
+/// The icon of Home Assistant's built-in `otp` sensor.
+pub const ICON: &str = "mdi:lock-clock";
+/// Added to the period for `expire_after`: the next code normally arrives within
+/// milliseconds of the boundary; this much slack absorbs a busy broker or a
+/// reconnect without flapping, while a dead bridge still turns "unavailable"
+/// before anyone can read a stale code for long.
+pub const EXPIRY_SLACK_SECS: u64 = 5;
+
+/// Delivery guarantee, mirroring MQTT's without depending on a client library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+}
+
+/// One message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    pub qos: Qos,
+}
+
+/// The topics of one bridge instance, derived once from the settings.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    discovery_prefix: String,
+    base_topic: String,
+    instance_id: String,
+    /// Home Assistant's birth/last-will topic, which we subscribe to.
+    pub status: String,
+}
+
+impl Topics {
+    pub fn new(settings: &Settings) -> Self {
+        Topics {
+            discovery_prefix: settings.homeassistant.discovery_prefix.clone(),
+            base_topic: settings.mqtt.base_topic.clone(),
+            instance_id: settings.instance_id.clone(),
+            status: settings.homeassistant.status_topic.clone(),
+        }
+    }
+
+    /// Where this bridge says `online`/`offline` (also its last will).
+    pub fn availability(&self) -> String {
+        format!("{}/status", self.base_topic)
+    }
+
+    pub fn state(&self, sensor_id: &str) -> String {
+        format!("{}/{sensor_id}/state", self.base_topic)
+    }
+
+    pub fn attributes(&self, sensor_id: &str) -> String {
+        format!("{}/{sensor_id}/attributes", self.base_topic)
+    }
+
+    /// Per-component discovery topic: `<prefix>/<component>/<instance>/<id>/config`.
+    pub fn discovery_config(&self, component: &str, sensor_id: &str) -> String {
+        format!(
+            "{}/{component}/{}/{sensor_id}/config",
+            self.discovery_prefix, self.instance_id
+        )
+    }
+
+    /// Matches every discovery config of this instance, of any component, and
+    /// nothing of other instances or programs.
+    pub fn discovery_filter(&self) -> String {
+        format!("{}/+/{}/+/config", self.discovery_prefix, self.instance_id)
+    }
+
+    /// Whether `topic` is a discovery config topic of this instance (any
+    /// component), as matched by [`Topics::discovery_filter`].
+    pub fn is_own_discovery_topic(&self, topic: &str) -> bool {
+        let Some(rest) = topic
+            .strip_prefix(self.discovery_prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+        else {
+            return false;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        matches!(parts.as_slice(), [component, instance, object, "config"]
+            if !component.is_empty() && !object.is_empty() && *instance == self.instance_id)
+    }
+
+    /// Home Assistant's unique id (and device identifier) of a sensor: from the
+    /// instance and sensor id, never from the secret (the config is retained and
+    /// readable by every client of the broker).
+    pub fn unique_id(&self, sensor_id: &str) -> String {
+        format!("otp2mqtt_{}_{sensor_id}", self.instance_id)
+    }
+}
+
+/// The retained discovery config that makes Home Assistant create the entity.
+///
+/// The entity's own `name` is `null`, so Home Assistant names it after its
+/// device, the sensor's name: "OTP Sensor" becomes `sensor.otp_sensor`, the same
+/// entity id as the built-in `otp` sensor. That `null` is the one Home Assistant
+/// asks for; nothing else in the payload is ever `null`.
+pub fn discovery_config(topics: &Topics, sensor: &Sensor) -> Message {
+    let unique_id = topics.unique_id(&sensor.id);
+    let payload = json!({
+        "name": Value::Null,
+        "unique_id": unique_id,
+        "state_topic": topics.state(&sensor.id),
+        "json_attributes_topic": topics.attributes(&sensor.id),
+        "availability_topic": topics.availability(),
+        "payload_available": ONLINE,
+        "payload_not_available": OFFLINE,
+        "expire_after": sensor.period + EXPIRY_SLACK_SECS,
+        "icon": ICON,
+        "device": {
+            "identifiers": [unique_id],
+            "name": sensor.name,
+            "manufacturer": "otp2mqtt",
+            "model": format!("TOTP {} digits, {} s, {}", sensor.digits, sensor.period, sensor.algorithm),
+            "sw_version": env!("CARGO_PKG_VERSION"),
+        },
+        "origin": origin(),
+    });
+    Message {
+        topic: topics.discovery_config("sensor", &sensor.id),
+        payload: payload.to_string().into_bytes(),
+        retain: true,
+        qos: Qos::AtLeastOnce,
+    }
+}
+
+/// Home Assistant's `origin` block: who published this discovery config.
+fn origin() -> Value {
+    json!({
+        "name": "otp2mqtt",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+        "support_url": env!("CARGO_PKG_REPOSITORY"),
+    })
+}
+
+/// An empty retained payload deletes a retained discovery config, and with it
+/// Home Assistant's entity.
+pub fn clear_retained(topic: String) -> Message {
+    Message {
+        topic,
+        payload: Vec::new(),
+        retain: true,
+        qos: Qos::AtLeastOnce,
+    }
+}
+
+/// `online`/`offline`, retained so Home Assistant learns it even when it
+/// subscribes later.
+pub fn availability(topics: &Topics, online: bool) -> Message {
+    Message {
+        topic: topics.availability(),
+        payload: if online { ONLINE } else { OFFLINE }.as_bytes().to_vec(),
+        retain: true,
+        qos: Qos::AtLeastOnce,
+    }
+}
+
+/// The current code, as a plain string. Not retained: Home Assistant advises
+/// against retained state with `expire_after`, and a retained code would be
+/// replayed stale to every new subscriber.
+pub fn state(state_topic: &str, sensor: &Sensor, now: UnixTime) -> Message {
+    Message {
+        topic: state_topic.to_string(),
+        payload: sensor.code_at(now).into_bytes(),
+        retain: false,
+        qos: Qos::AtMostOnce,
+    }
+}
+
+/// The window the current code is valid in, so users can template a countdown.
+pub fn attributes(attributes_topic: &str, sensor: &Sensor, now: UnixTime) -> Message {
+    let step = now.step(sensor.period);
+    let payload = json!({
+        "valid_from": rfc3339(step.start(sensor.period)),
+        "valid_until": rfc3339(step.end(sensor.period)),
+        "period": sensor.period,
+        "digits": sensor.digits,
+        "algorithm": sensor.algorithm.as_str(),
+    });
+    Message {
+        topic: attributes_topic.to_string(),
+        payload: payload.to_string().into_bytes(),
+        retain: false,
+        qos: Qos::AtMostOnce,
+    }
+}
+
+fn rfc3339(time: UnixTime) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + time.0).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_with_environment;
+
+    fn settings() -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "sensors:\n  - token: JBSWY3DPEHPK3PXP\n  - name: Front Door\n    token: GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n    digits: 8\n    period: 60\n    algorithm: SHA256\n",
+        )
+        .unwrap();
+        load_with_environment(&path, Some(Default::default())).unwrap()
+    }
+
+    fn json_of(message: &Message) -> Value {
+        serde_json::from_slice(&message.payload).unwrap()
+    }
+
+    /// Every `null` in a JSON value, as a path.
+    fn nulls(value: &Value, path: &str, found: &mut Vec<String>) {
+        match value {
+            Value::Null => found.push(path.to_string()),
+            Value::Object(map) => map
+                .iter()
+                .for_each(|(key, value)| nulls(value, &format!("{path}.{key}"), found)),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .for_each(|(index, value)| nulls(value, &format!("{path}[{index}]"), found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn discovery_config_golden() {
+        let settings = settings();
+        let topics = Topics::new(&settings);
+        let message = discovery_config(&topics, &settings.sensors[0]);
+        assert_eq!(
+            message.topic,
+            "homeassistant/sensor/otp2mqtt/otp_sensor/config"
+        );
+        assert!(message.retain);
+        assert_eq!(message.qos, Qos::AtLeastOnce);
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            json_of(&message),
+            json!({
+                "name": null,
+                "unique_id": "otp2mqtt_otp2mqtt_otp_sensor",
+                "state_topic": "otp2mqtt/otp_sensor/state",
+                "json_attributes_topic": "otp2mqtt/otp_sensor/attributes",
+                "availability_topic": "otp2mqtt/status",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+                "expire_after": 35,
+                "icon": "mdi:lock-clock",
+                "device": {
+                    "identifiers": ["otp2mqtt_otp2mqtt_otp_sensor"],
+                    "name": "OTP Sensor",
+                    "manufacturer": "otp2mqtt",
+                    "model": "TOTP 6 digits, 30 s, SHA1",
+                    "sw_version": version,
+                },
+                "origin": {
+                    "name": "otp2mqtt",
+                    "sw_version": version,
+                    "support_url": "https://github.com/otp2mqtt/otp2mqtt",
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn discovery_has_no_null_but_the_name_and_no_secret() {
+        let settings = settings();
+        let topics = Topics::new(&settings);
+        for sensor in &settings.sensors {
+            let message = discovery_config(&topics, sensor);
+            let text = String::from_utf8(message.payload.clone()).unwrap();
+            let mut found = Vec::new();
+            nulls(&json_of(&message), "", &mut found);
+            assert_eq!(found, vec![".name"]);
+            for secret_piece in ["JBSW", "GEZD", "jbsw", "gezd", "48656c6c"] {
+                assert!(!text.contains(secret_piece), "{text}");
+            }
+            assert!(!text.contains("object_id"));
+        }
+    }
+
+    #[test]
+    fn state_and_attributes_for_a_window() {
+        let settings = settings();
+        let topics = Topics::new(&settings);
+        let sensor = &settings.sensors[1];
+        // RFC 6238 SHA256 vector: T = 1111111109 s, 8 digits, 30 s (here 60 s: the
+        // step differs, so compute it from the 30 s vector's step instead).
+        let now = UnixTime(std::time::Duration::from_millis(1_234_567_890_500));
+        let message = state(&topics.state(&sensor.id), sensor, now);
+        assert_eq!(message.topic, "otp2mqtt/front_door/state");
+        assert!(!message.retain);
+        assert_eq!(message.payload, sensor.code_at(now).into_bytes());
+        assert_eq!(message.payload.len(), 8);
+        let attributes = attributes(&topics.attributes(&sensor.id), sensor, now);
+        assert_eq!(
+            json_of(&attributes),
+            json!({
+                "valid_from": "2009-02-13T23:31:00Z",
+                "valid_until": "2009-02-13T23:32:00Z",
+                "period": 60,
+                "digits": 8,
+                "algorithm": "SHA256",
+            })
+        );
+    }
+
+    #[test]
+    fn availability_and_clearing() {
+        let settings = settings();
+        let topics = Topics::new(&settings);
+        let online = availability(&topics, true);
+        assert_eq!(
+            (
+                online.topic.as_str(),
+                online.payload.as_slice(),
+                online.retain
+            ),
+            ("otp2mqtt/status", &b"online"[..], true)
+        );
+        assert_eq!(availability(&topics, false).payload, b"offline");
+        let clear = clear_retained(topics.discovery_config("sensor", "gone"));
+        assert_eq!(clear.topic, "homeassistant/sensor/otp2mqtt/gone/config");
+        assert!(clear.payload.is_empty() && clear.retain);
+        assert_eq!(
+            topics.discovery_filter(),
+            "homeassistant/+/otp2mqtt/+/config"
+        );
+        assert!(topics.is_own_discovery_topic("homeassistant/event/otp2mqtt/door/config"));
+        assert!(!topics.is_own_discovery_topic("homeassistant/sensor/other/door/config"));
+        assert!(!topics.is_own_discovery_topic("homeassistant/sensor/otp2mqtt/door/state"));
+        assert!(!topics.is_own_discovery_topic("homeassistant/sensor/otp2mqtt/a/b/config"));
+        assert!(!topics.is_own_discovery_topic("homeassistantx/sensor/otp2mqtt/door/config"));
+    }
+}
