@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::Command;
 use crate::clock::SystemClock;
-use crate::{bridge, config};
+use crate::{bridge, config, purge};
 
 /// Exit code for an unusable config (sysexits' EX_CONFIG), so a service manager
 /// can tell "fix the file" from "try again" (`RestartPreventExitStatus=78`).
@@ -16,6 +16,27 @@ pub const EXIT_CONFIG: u8 = 78;
 /// Runs `command`; `shutdown` is cancelled on SIGINT/SIGTERM.
 pub async fn run(command: Command, shutdown: CancellationToken) -> ExitCode {
     match command {
+        Command::Purge(args) => {
+            let settings = match config::load(&args.config) {
+                Ok(settings) => settings,
+                Err(error) => return config_error(&error),
+            };
+            match purge::purge(&settings).await {
+                Ok(report) => {
+                    println!(
+                        "removed {} entities of instance '{}' from {} (discovery configs and availability cleared)",
+                        report.cleared.len(),
+                        settings.instance_id,
+                        settings.mqtt.broker_address()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("otp2mqtt: error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             let settings = match config::load(&args.config) {
                 Ok(settings) => settings,

@@ -25,6 +25,11 @@ pub enum Command {
     /// Run the bridge: announce the sensors to Home Assistant and publish their codes
     #[command(after_help = "Example:\n  otp2mqtt run --config /etc/otp2mqtt/otp2mqtt.yaml")]
     Run(ConfigArgs),
+    /// Remove every entity of this instance from Home Assistant (clear its retained discovery configs and availability), then exit
+    #[command(
+        after_help = "Run it when uninstalling otp2mqtt or renaming its instance:\n  otp2mqtt purge --config /etc/otp2mqtt/otp2mqtt.yaml"
+    )]
+    Purge(ConfigArgs),
 }
 
 #[derive(Debug, clap::Args)]

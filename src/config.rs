@@ -696,14 +696,23 @@ mod tests {
 
     #[test]
     fn the_example_config_is_valid_and_documents_the_defaults() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/otp2mqtt.yaml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/otp2mqtt.yaml"
+        ));
         let settings = load_with_environment(path, Some(HashMap::new())).unwrap();
         let defaults = load_yaml(MINIMAL).unwrap();
         assert_eq!(settings.instance_id, defaults.instance_id);
-        assert_eq!(settings.mqtt.broker_address(), defaults.mqtt.broker_address());
+        assert_eq!(
+            settings.mqtt.broker_address(),
+            defaults.mqtt.broker_address()
+        );
         assert_eq!(settings.mqtt.base_topic, defaults.mqtt.base_topic);
         assert_eq!(settings.mqtt.keep_alive, defaults.mqtt.keep_alive);
-        assert_eq!(settings.homeassistant.status_topic, defaults.homeassistant.status_topic);
+        assert_eq!(
+            settings.homeassistant.status_topic,
+            defaults.homeassistant.status_topic
+        );
         assert_eq!(settings.sensors[0].id, "otp_sensor");
         assert!(settings.warnings.is_empty());
     }

@@ -72,9 +72,10 @@ impl Link {
         }
     }
 
-    /// Publishes `offline` and disconnects cleanly, so the broker does not fire the
-    /// last will and Home Assistant shows "unavailable" at once. Bounded by `grace`.
-    pub async fn shut_down(self, offline: Message, grace: Duration) {
+    /// Publishes `last_words` (normally `offline`) and disconnects cleanly, so the
+    /// broker does not fire the last will and Home Assistant shows "unavailable"
+    /// at once. Bounded by `grace`.
+    pub async fn shut_down(self, last_words: Message, grace: Duration) {
         let Link {
             client,
             task,
@@ -84,10 +85,10 @@ impl Link {
         if connected.load(Ordering::Acquire) {
             let link_was_up = client
                 .try_publish(
-                    offline.topic,
+                    last_words.topic,
                     QoS::AtLeastOnce,
-                    offline.retain,
-                    offline.payload,
+                    last_words.retain,
+                    last_words.payload,
                 )
                 .and_then(|()| client.try_disconnect())
                 .is_ok();

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod messages;
+pub mod purge;
 pub mod schedule;
 pub mod secret;
 pub mod sensor;
