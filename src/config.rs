@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::secret::{RECOMMENDED_SECRET_BITS, SecretString, decode_base32_secret};
 use crate::sensor::{Algorithm, Sensor};
+use crate::tls::{TlsClientConfig, TlsOptions};
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "OTP2MQTT";
@@ -52,9 +53,23 @@ struct RawMqtt {
     port: Option<u16>,
     username: Option<String>,
     password: Option<SecretString>,
+    password_file: Option<PathBuf>,
     client_id: Option<String>,
     base_topic: Option<String>,
     keep_alive: Option<u64>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    /// Lets `OTP2MQTT__MQTT__TLS__ENABLED=true` turn TLS on from the environment,
+    /// where an empty section cannot be written; a present section means on.
+    enabled: Option<bool>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    server_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +84,7 @@ struct RawHomeAssistant {
 struct RawSensor {
     name: Option<String>,
     token: Option<SecretString>,
+    token_file: Option<PathBuf>,
     id: Option<String>,
     digits: Option<u8>,
     period: Option<u64>,
@@ -100,6 +116,8 @@ pub struct MqttSettings {
     /// State, attribute and availability topics live under this.
     pub base_topic: String,
     pub keep_alive: Duration,
+    /// Set when the broker is reached over TLS.
+    pub tls: Option<TlsClientConfig>,
 }
 
 impl MqttSettings {
@@ -213,7 +231,9 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
         .unwrap_or_else(|| DEFAULT_INSTANCE_ID.to_string());
     check_id(&instance_id).map_err(|reason| invalid("", "instance_id", reason))?;
 
-    let mqtt = validate_mqtt(raw.mqtt, &instance_id)
+    // `*_file` paths are relative to the config file, wherever the process runs.
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let mqtt = validate_mqtt(raw.mqtt, &instance_id, base_dir)
         .map_err(|(key, reason)| invalid("", &format!("mqtt.{key}"), reason))?;
 
     let discovery_prefix = raw
@@ -244,8 +264,8 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             Some(name) => format!("sensors[{index}] (\"{name}\"): "),
             None => format!("sensors[{index}]: "),
         };
-        let sensor =
-            validate_sensor(raw_sensor).map_err(|(key, reason)| invalid(&location, key, reason))?;
+        let sensor = validate_sensor(raw_sensor, base_dir)
+            .map_err(|(key, reason)| invalid(&location, key, reason))?;
         if let Some(first) = seen_ids.insert(sensor.id.clone(), index) {
             return Err(invalid(
                 &location,
@@ -280,16 +300,45 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
 
 type KeyError = (&'static str, String);
 
-fn validate_mqtt(raw: RawMqtt, instance_id: &str) -> Result<MqttSettings, KeyError> {
+fn validate_mqtt(
+    raw: RawMqtt,
+    instance_id: &str,
+    base_dir: &Path,
+) -> Result<MqttSettings, KeyError> {
     let host = raw.host.unwrap_or_else(|| "localhost".to_string());
     if host.trim().is_empty() {
         return Err(("host", "is empty".into()));
     }
-    let port = raw.port.unwrap_or(1883);
+    let tls = match raw.tls {
+        Some(tls) if tls.enabled.unwrap_or(true) => {
+            let options = TlsOptions {
+                ca_file: tls.ca_file.map(|file| base_dir.join(file)),
+                cert_file: tls.cert_file.map(|file| base_dir.join(file)),
+                key_file: tls.key_file.map(|file| base_dir.join(file)),
+                server_name: tls.server_name,
+            };
+            Some(crate::tls::client_config(&options)?)
+        }
+        _ => None,
+    };
+    let port = raw.port.unwrap_or(if tls.is_some() { 8883 } else { 1883 });
     if port == 0 {
         return Err(("port", "must be between 1 and 65535".into()));
     }
-    if raw.password.is_some() && raw.username.is_none() {
+    let password = match (raw.password, raw.password_file) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "password_file",
+                "is set together with `password`: give only one".into(),
+            ));
+        }
+        (Some(password), None) => Some(password),
+        (None, Some(file)) => Some(
+            read_secret_file(&base_dir.join(file)).map_err(|reason| ("password_file", reason))?,
+        ),
+        (None, None) => None,
+    };
+    if password.is_some() && raw.username.is_none() {
         return Err((
             "password",
             "is set without `username`: MQTT sends a password only with a user name".into(),
@@ -331,14 +380,15 @@ fn validate_mqtt(raw: RawMqtt, instance_id: &str) -> Result<MqttSettings, KeyErr
         host,
         port,
         username: raw.username,
-        password: raw.password,
+        password,
         client_id,
         base_topic,
         keep_alive: Duration::from_secs(keep_alive),
+        tls,
     })
 }
 
-fn validate_sensor(raw: RawSensor) -> Result<Sensor, KeyError> {
+fn validate_sensor(raw: RawSensor, base_dir: &Path) -> Result<Sensor, KeyError> {
     let name = match raw.name {
         Some(name) if name.trim().is_empty() => return Err(("name", "is empty".into())),
         Some(name) => name.trim().to_string(),
@@ -360,10 +410,25 @@ fn validate_sensor(raw: RawSensor) -> Result<Sensor, KeyError> {
             id
         }
     };
-    let token = raw.token.ok_or((
-        "token",
-        "is missing: every sensor needs its base32 shared secret".to_string(),
-    ))?;
+    let token = match (raw.token, raw.token_file) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "token_file",
+                "is set together with `token`: give only one".into(),
+            ));
+        }
+        (Some(token), None) => token,
+        (None, Some(file)) => {
+            read_secret_file(&base_dir.join(file)).map_err(|reason| ("token_file", reason))?
+        }
+        (None, None) => {
+            return Err((
+                "token",
+                "is missing: every sensor needs its base32 shared secret (`token` or `token_file`)"
+                    .into(),
+            ));
+        }
+    };
     let secret =
         decode_base32_secret(token.expose()).map_err(|error| ("token", error.to_string()))?;
     let digits = raw.digits.unwrap_or(DEFAULT_DIGITS);
@@ -384,6 +449,20 @@ fn validate_sensor(raw: RawSensor) -> Result<Sensor, KeyError> {
         None => Algorithm::Sha1,
     };
     Ok(Sensor::new(id, name, &secret, digits, period, algorithm))
+}
+
+/// Reads a secret from a file (docker and systemd secrets): the trailing newline
+/// editors and `echo` add is dropped. Errors name the path, never the content.
+fn read_secret_file(path: &Path) -> Result<SecretString, String> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|error| format!("{}: cannot be read: {error}", path.display()))?,
+    );
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(format!("{}: is empty", path.display()));
+    }
+    Ok(SecretString::new(secret))
 }
 
 /// Ids end up in MQTT topics and Home Assistant unique ids, where Home Assistant
@@ -715,6 +794,53 @@ mod tests {
         );
         assert_eq!(settings.sensors[0].id, "otp_sensor");
         assert!(settings.warnings.is_empty());
+    }
+
+    #[test]
+    fn secrets_from_files_relative_to_the_config_with_the_newline_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret \r\n").unwrap();
+        std::fs::write(dir.path().join("door.token"), "JBSWY3DPEHPK3PXP\n").unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "mqtt:\n  username: u\n  password_file: pw\nsensors:\n  - name: Door\n    token_file: door.token\n",
+        )
+        .unwrap();
+        let settings = load_with_environment(&path, Some(HashMap::new())).unwrap();
+        // Only the line ending goes; a trailing space may be part of a password.
+        assert_eq!(settings.mqtt.password.as_ref().unwrap().expose(), "s3cret ");
+        assert_eq!(settings.sensors[0].secret_bits, 80);
+        assert!(!format!("{settings:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn tls_turns_the_default_port_to_8883() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            format!("mqtt:\n  tls:\n    enabled: false\n{MINIMAL}"),
+        )
+        .unwrap();
+        let settings = load_with_environment(&path, Some(HashMap::new())).unwrap();
+        assert_eq!(
+            (settings.mqtt.port, settings.mqtt.tls.is_some()),
+            (1883, false)
+        );
+        let environment = HashMap::from([(
+            "OTP2MQTT__MQTT__TLS__ENABLED".to_string(),
+            "true".to_string(),
+        )]);
+        std::fs::write(&path, MINIMAL).unwrap();
+        match load_with_environment(&path, Some(environment)) {
+            // Machines without system CA certificates say so, naming the key.
+            Err(error) => assert!(error.to_string().contains("tls.ca_file"), "{error}"),
+            Ok(settings) => assert_eq!(
+                (settings.mqtt.port, settings.mqtt.tls.is_some()),
+                (8883, true)
+            ),
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
-    Outgoing, Packet, QoS,
+    Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -141,6 +141,11 @@ pub fn mqtt_options(settings: &MqttSettings, last_will: &Message) -> MqttOptions
             QoS::AtLeastOnce,
             last_will.retain,
         ));
+    if let Some(tls) = &settings.tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.0.clone(),
+        )));
+    }
     if let Some(username) = &settings.username {
         let password = settings
             .password

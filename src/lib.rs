@@ -17,3 +17,4 @@ pub mod purge;
 pub mod schedule;
 pub mod secret;
 pub mod sensor;
+pub mod tls;

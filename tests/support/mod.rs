@@ -94,7 +94,9 @@ impl Broker {
         std::fs::write(
             &config,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type all\n{}\n",
+                // Per-listener settings: the first listener stays anonymous for
+                // observers; tests add password or TLS listeners for the bridge.
+                "per_listener_settings true\npersistence false\nlog_dest stderr\nlog_type all\nlistener {} 127.0.0.1\nallow_anonymous true\n{}\n",
                 self.port, self.extra_config
             ),
         )
