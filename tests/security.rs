@@ -144,6 +144,73 @@ fn a_refused_login_is_reported_once_and_retried_with_backoff() {
     );
 }
 
+#[test]
+fn the_documented_acl_lets_otp2mqtt_work_and_keeps_codes_from_other_users() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let passwd = password_file(&dir, "otp2mqtt", PASSWORD);
+    for (user, password) in [("homeassistant", "ha-pass"), ("guest", "guest-pass")] {
+        assert!(
+            Command::new("mosquitto_passwd")
+                .args(["-b", passwd.to_str().unwrap(), user, password])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    write(&dir, "passwd", &std::fs::read_to_string(&passwd).unwrap());
+    let acl = write(
+        &dir,
+        "acl",
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/mosquitto/acl"))
+            .unwrap(),
+    );
+    let port = free_port();
+    let broker = Broker::start_with(&format!(
+        "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
+        passwd.display(),
+        acl.display()
+    ));
+    let config = write(
+        &dir,
+        "c.yaml",
+        &format!(
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  username: otp2mqtt\n  password: {PASSWORD}\nsensors:\n  - token: {TOKEN}\n"
+        ),
+    );
+    let home_assistant = Observer::connect_as(
+        port,
+        &["homeassistant/#", "otp2mqtt/#"],
+        Some(("homeassistant", "ha-pass")),
+    );
+    let guest = Observer::connect_as(port, &["#"], Some(("guest", "guest-pass")));
+    let bridge = BridgeProcess::run(&config);
+    home_assistant.wait_until(Duration::from_secs(10), &|| bridge.log(), |m| {
+        m.iter().any(|r| r.topic == "otp2mqtt/otp_sensor/state")
+            && m.iter()
+                .any(|r| r.topic == "homeassistant/sensor/otp2mqtt/otp_sensor/config")
+    });
+    // Home Assistant's birth message reaches otp2mqtt through the ACL.
+    std::thread::sleep(Duration::from_millis(3_500));
+    home_assistant.clear();
+    home_assistant.publish("homeassistant/status", b"online", false);
+    home_assistant.wait_until(Duration::from_secs(5), &|| bridge.log(), |m| {
+        m.iter()
+            .any(|r| r.topic == "homeassistant/sensor/otp2mqtt/otp_sensor/config")
+    });
+    assert!(
+        guest
+            .messages()
+            .iter()
+            .all(|m| !m.topic.starts_with("otp2mqtt/")),
+        "a user outside the ACL read the codes"
+    );
+    assert!(
+        !broker.log().contains("Denied PUBLISH from otp2mqtt"),
+        "{}",
+        broker.log()
+    );
+}
+
 /// A private CA with a server certificate for 127.0.0.1/localhost and a client certificate.
 struct Pki {
     ca: PathBuf,

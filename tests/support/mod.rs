@@ -263,6 +263,11 @@ impl Observer {
     /// Connects and subscribes to `filters`; returns once the broker acknowledged
     /// the subscriptions (so retained messages are on their way).
     pub fn connect(port: u16, filters: &[&str]) -> Observer {
+        Self::connect_as(port, filters, None)
+    }
+
+    /// Like [`Observer::connect`], logging in with `(user, password)`.
+    pub fn connect_as(port: u16, filters: &[&str], login: Option<(&str, &str)>) -> Observer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -276,6 +281,9 @@ impl Observer {
         );
         options.set_max_packet_size(1 << 20, 1 << 20);
         options.set_keep_alive(Duration::from_secs(5));
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         let (client, mut event_loop) = AsyncClient::new(options, 1000);
         let (subscribed_tx, subscribed_rx) = std::sync::mpsc::channel();
         let wanted = filters.len();
