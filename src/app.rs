@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Command;
-use crate::clock::SystemClock;
-use crate::{bridge, config, purge};
+use crate::clock::{Clock, SystemClock};
+use crate::{bridge, config, health, purge};
 
 /// Exit code for an unusable config (sysexits' EX_CONFIG), so a service manager
 /// can tell "fix the file" from "try again" (`RestartPreventExitStatus=78`).
@@ -16,6 +16,29 @@ pub const EXIT_CONFIG: u8 = 78;
 /// Runs `command`; `shutdown` is cancelled on SIGINT/SIGTERM.
 pub async fn run(command: Command, shutdown: CancellationToken) -> ExitCode {
     match command {
+        Command::Healthcheck(args) => {
+            let settings = match config::load(&args.config) {
+                Ok(settings) => settings,
+                Err(error) => return config_error(&error),
+            };
+            let Some(path) = settings.health_file else {
+                eprintln!(
+                    "otp2mqtt: unhealthy: config file {}: `health_file` is not set, so `run` keeps no status to check",
+                    args.config.display()
+                );
+                return ExitCode::FAILURE;
+            };
+            match health::check(&path, SystemClock::new().read().wall) {
+                Ok(()) => {
+                    println!("healthy: connected and publishing");
+                    ExitCode::SUCCESS
+                }
+                Err(reason) => {
+                    eprintln!("otp2mqtt: unhealthy: {reason}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Purge(args) => {
             let settings = match config::load(&args.config) {
                 Ok(settings) => settings,

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::connection::{self, Link, LinkEvent};
+use crate::health::HealthReporter;
 use crate::messages::{self, ONLINE, Topics};
 use crate::schedule::Schedule;
 use crate::sensor::Sensor;
@@ -61,6 +62,8 @@ pub struct Bridge {
     /// While set, stale configs are being collected; the subscription ends then.
     cleanup_until: Option<Instant>,
     cleanup_done: bool,
+    /// Status for `otp2mqtt healthcheck`, when `health_file` is set.
+    health: Option<HealthReporter>,
 }
 
 /// Runs the bridge until `shutdown` is cancelled, then says `offline` and
@@ -120,6 +123,10 @@ impl Bridge {
             .iter()
             .map(|sensor| topics.discovery_config("sensor", &sensor.id))
             .collect();
+        let health = settings
+            .health_file
+            .clone()
+            .map(|path| HealthReporter::new(path, periods.first().copied().unwrap_or(30)));
         let sensors = settings
             .sensors
             .into_iter()
@@ -140,6 +147,7 @@ impl Bridge {
             announce_at: None,
             cleanup_until: None,
             cleanup_done: false,
+            health,
         }
     }
 
@@ -183,6 +191,9 @@ impl Bridge {
             }
         }
         info!("shutting down: marking sensors offline");
+        if let Some(health) = &mut self.health {
+            health.set_connected(false);
+        }
         let offline = messages::availability(&self.topics, false);
         if link.task.is_finished() {
             bail!("the MQTT connection task ended unexpectedly");
@@ -213,6 +224,9 @@ impl Bridge {
     fn on_link_event(&mut self, event: LinkEvent, link: &Link) {
         match event {
             LinkEvent::Connected => {
+                if let Some(health) = &mut self.health {
+                    health.set_connected(true);
+                }
                 // rumqttc does not restore subscriptions; the broker may have lost them.
                 let _ = link
                     .client
@@ -226,6 +240,9 @@ impl Bridge {
                 self.announce(link);
             }
             LinkEvent::Disconnected => {
+                if let Some(health) = &mut self.health {
+                    health.set_connected(false);
+                }
                 // The cleanup subscription died with the session; retry on reconnect.
                 self.cleanup_until = None;
                 self.code_refreshes.clear();
@@ -283,7 +300,7 @@ impl Bridge {
 
     /// Sends attributes and code of one period group (or all sensors), computed
     /// from the wall clock now.
-    fn publish_codes(&self, link: &Link, group: Option<usize>) {
+    fn publish_codes(&mut self, link: &Link, group: Option<usize>) {
         let now = self.clock.read().wall;
         let indexes: Box<dyn Iterator<Item = usize>> = match group {
             Some(group) => Box::new(self.period_groups[group].iter().copied()),
@@ -306,6 +323,9 @@ impl Bridge {
             )));
         }
         debug!(codes = sent, "published codes");
+        if let Some(health) = &mut self.health {
+            health.published(now);
+        }
     }
 
     fn finish_cleanup(&mut self, link: &Link) {

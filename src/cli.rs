@@ -30,6 +30,11 @@ pub enum Command {
         after_help = "Run it when uninstalling otp2mqtt or renaming its instance:\n  otp2mqtt purge --config /etc/otp2mqtt/otp2mqtt.yaml"
     )]
     Purge(ConfigArgs),
+    /// Exit 0 when the running bridge is connected and publishing, 1 otherwise (for container and Kubernetes probes)
+    #[command(
+        after_help = "Needs `health_file` in the config (the same file `run` uses); reads the file, never the broker:\n  otp2mqtt healthcheck --config /config/otp2mqtt.yaml"
+    )]
+    Healthcheck(ConfigArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -44,6 +44,15 @@ struct RawConfig {
     homeassistant: RawHomeAssistant,
     #[serde(default)]
     sensors: Vec<RawSensor>,
+    health_file: Option<PathBuf>,
+    replicas: Option<RawReplicas>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplicas {
+    members: Vec<String>,
+    this: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,8 +111,23 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     pub homeassistant: HomeAssistantSettings,
     pub sensors: Vec<Sensor>,
+    /// Where `run` keeps its status for `otp2mqtt healthcheck`.
+    pub health_file: Option<PathBuf>,
+    /// Set when several copies of this instance run side by side.
+    pub replicas: Option<Replicas>,
     /// Things that work but deserve the user's attention (short secrets…).
     pub warnings: Vec<String>,
+}
+
+/// Several processes serving the same instance (e.g. a Kubernetes StatefulSet).
+/// Each has its own availability topic; Home Assistant shows the entities as
+/// available while any of them is online.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replicas {
+    /// Every replica's id, the same list in every replica's config.
+    pub members: Vec<String>,
+    /// This process's id, one of `members`.
+    pub this: String,
 }
 
 #[derive(Debug, Clone)]
@@ -173,9 +197,11 @@ pub fn load_with_environment(
     let format = match path.extension().and_then(|extension| extension.to_str()) {
         Some("yaml" | "yml") => config::FileFormat::Yaml,
         Some("toml") => config::FileFormat::Toml,
+        // Home Assistant add-ons hand their options over as /data/options.json.
+        Some("json") => config::FileFormat::Json,
         _ => {
             return Err(file_error(
-                "unknown format: the file name must end in .yaml, .yml or .toml".into(),
+                "unknown format: the file name must end in .yaml, .yml, .toml or .json".into(),
             ));
         }
     };
@@ -230,10 +256,15 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
         .instance_id
         .unwrap_or_else(|| DEFAULT_INSTANCE_ID.to_string());
     check_id(&instance_id).map_err(|reason| invalid("", "instance_id", reason))?;
+    let replicas = raw
+        .replicas
+        .map(validate_replicas)
+        .transpose()
+        .map_err(|(key, reason)| invalid("", &format!("replicas.{key}"), reason))?;
 
     // `*_file` paths are relative to the config file, wherever the process runs.
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    let mqtt = validate_mqtt(raw.mqtt, &instance_id, base_dir)
+    let mqtt = validate_mqtt(raw.mqtt, &instance_id, replicas.as_ref(), base_dir)
         .map_err(|(key, reason)| invalid("", &format!("mqtt.{key}"), reason))?;
 
     let discovery_prefix = raw
@@ -294,7 +325,39 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Settings, ConfigError> {
             status_topic,
         },
         sensors,
+        health_file: raw.health_file.map(|file| base_dir.join(file)),
+        replicas,
         warnings,
+    })
+}
+
+fn validate_replicas(raw: RawReplicas) -> Result<Replicas, KeyError> {
+    if raw.members.is_empty() {
+        return Err(("members", "is empty: list every replica's id".into()));
+    }
+    for (index, member) in raw.members.iter().enumerate() {
+        check_id(member).map_err(|reason| ("members", reason))?;
+        if raw.members[..index].contains(member) {
+            return Err(("members", format!("lists '{member}' twice")));
+        }
+    }
+    let this = raw.this.ok_or((
+        "this",
+        "is missing: set this replica's id, e.g. OTP2MQTT__REPLICAS__THIS from the pod name"
+            .to_string(),
+    ))?;
+    if !raw.members.contains(&this) {
+        return Err((
+            "this",
+            format!(
+                "'{this}' is not one of replicas.members ({})",
+                raw.members.join(", ")
+            ),
+        ));
+    }
+    Ok(Replicas {
+        members: raw.members,
+        this,
     })
 }
 
@@ -303,6 +366,7 @@ type KeyError = (&'static str, String);
 fn validate_mqtt(
     raw: RawMqtt,
     instance_id: &str,
+    replicas: Option<&Replicas>,
     base_dir: &Path,
 ) -> Result<MqttSettings, KeyError> {
     let host = raw.host.unwrap_or_else(|| "localhost".to_string());
@@ -354,6 +418,12 @@ fn validate_mqtt(
             format!("{DEFAULT_INSTANCE_ID}-{instance_id}"),
             format!("{DEFAULT_INSTANCE_ID}/{instance_id}"),
         )
+    };
+    // Replicas of one instance must not share a client id: the broker would
+    // disconnect one whenever the other connects.
+    let default_client_id = match replicas {
+        Some(replicas) => format!("{default_client_id}-{}", replicas.this),
+        None => default_client_id,
     };
     let client_id = raw.client_id.unwrap_or(default_client_id);
     if client_id.is_empty() || client_id.contains(['+', '#', '/']) {
@@ -769,8 +839,8 @@ mod tests {
             message.contains("/nonexistent/otp2mqtt.yaml") && message.contains("not found"),
             "{message}"
         );
-        let message = load_text("c.json", "{}", &[]).unwrap_err().to_string();
-        assert!(message.contains(".yaml, .yml or .toml"), "{message}");
+        let message = load_text("c.ini", "{}", &[]).unwrap_err().to_string();
+        assert!(message.contains(".yaml, .yml, .toml or .json"), "{message}");
     }
 
     #[test]
@@ -841,6 +911,45 @@ mod tests {
                 (8883, true)
             ),
         }
+    }
+
+    #[test]
+    fn replica_rules() {
+        for (replicas, needle) in [
+            (
+                "replicas:\n  members: []\n  this: a\n",
+                "key 'replicas.members' is empty",
+            ),
+            ("replicas:\n  members: [a, a]\n  this: a\n", "twice"),
+            (
+                "replicas:\n  members: [a, b]\n",
+                "key 'replicas.this' is missing",
+            ),
+            ("replicas:\n  members: [a, b]\n  this: c\n", "not one of"),
+            ("replicas:\n  members: [a/b]\n  this: a/b\n", "'/'"),
+        ] {
+            let message = error_of(&format!("{replicas}{MINIMAL}"));
+            assert!(message.contains(needle), "{needle}: {message}");
+        }
+        let settings = load_text(
+            "c.yaml",
+            &format!("replicas:\n  members: [a, b]\n{MINIMAL}"),
+            &[("OTP2MQTT__REPLICAS__THIS", "b")],
+        )
+        .unwrap();
+        assert_eq!(settings.replicas.unwrap().this, "b");
+    }
+
+    #[test]
+    fn json_config_for_home_assistant_add_ons() {
+        let settings = load_text(
+            "options.json",
+            r#"{"sensors": [{"name": "Front Door", "token": "JBSWY3DPEHPK3PXP", "digits": 8}]}"#,
+            &[("OTP2MQTT__MQTT__HOST", "core-mosquitto")],
+        )
+        .unwrap();
+        assert_eq!(settings.mqtt.host, "core-mosquitto");
+        assert_eq!(settings.sensors[0].digits, 8);
     }
 
     #[test]

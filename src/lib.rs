@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod health;
 pub mod messages;
 pub mod purge;
 pub mod schedule;

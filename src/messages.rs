@@ -43,6 +43,9 @@ pub struct Topics {
     instance_id: String,
     /// Home Assistant's birth/last-will topic, which we subscribe to.
     pub status: String,
+    /// With replicas: every member's id, and this process's.
+    replica_members: Vec<String>,
+    this_replica: Option<String>,
 }
 
 impl Topics {
@@ -52,12 +55,40 @@ impl Topics {
             base_topic: settings.mqtt.base_topic.clone(),
             instance_id: settings.instance_id.clone(),
             status: settings.homeassistant.status_topic.clone(),
+            replica_members: settings
+                .replicas
+                .as_ref()
+                .map(|replicas| replicas.members.clone())
+                .unwrap_or_default(),
+            this_replica: settings
+                .replicas
+                .as_ref()
+                .map(|replicas| replicas.this.clone()),
         }
     }
 
-    /// Where this bridge says `online`/`offline` (also its last will).
+    /// Where this process says `online`/`offline` (also its last will).
     pub fn availability(&self) -> String {
-        format!("{}/status", self.base_topic)
+        self.availability_of(self.this_replica.as_deref())
+    }
+
+    fn availability_of(&self, replica: Option<&str>) -> String {
+        match replica {
+            Some(replica) => format!("{}/status/{replica}", self.base_topic),
+            None => format!("{}/status", self.base_topic),
+        }
+    }
+
+    /// Every availability topic of this instance: one, or one per replica.
+    pub fn all_availability(&self) -> Vec<String> {
+        if self.replica_members.is_empty() {
+            vec![self.availability()]
+        } else {
+            self.replica_members
+                .iter()
+                .map(|member| self.availability_of(Some(member)))
+                .collect()
+        }
     }
 
     pub fn state(&self, sensor_id: &str) -> String {
@@ -112,12 +143,11 @@ impl Topics {
 /// asks for; nothing else in the payload is ever `null`.
 pub fn discovery_config(topics: &Topics, sensor: &Sensor) -> Message {
     let unique_id = topics.unique_id(&sensor.id);
-    let payload = json!({
+    let mut payload = json!({
         "name": Value::Null,
         "unique_id": unique_id,
         "state_topic": topics.state(&sensor.id),
         "json_attributes_topic": topics.attributes(&sensor.id),
-        "availability_topic": topics.availability(),
         "payload_available": ONLINE,
         "payload_not_available": OFFLINE,
         "expire_after": sensor.period + EXPIRY_SLACK_SECS,
@@ -131,6 +161,18 @@ pub fn discovery_config(topics: &Topics, sensor: &Sensor) -> Message {
         },
         "origin": origin(),
     });
+    let availability = topics.all_availability();
+    if let [single] = availability.as_slice() {
+        payload["availability_topic"] = json!(single);
+    } else {
+        // Replicas: available while any one of them is online, so one replica
+        // restarting does not blank the entities.
+        payload["availability"] = availability
+            .iter()
+            .map(|topic| json!({ "topic": topic }))
+            .collect();
+        payload["availability_mode"] = json!("any");
+    }
     Message {
         topic: topics.discovery_config("sensor", &sensor.id),
         payload: payload.to_string().into_bytes(),
@@ -319,6 +361,39 @@ mod tests {
                 "digits": 8,
                 "algorithm": "SHA256",
             })
+        );
+    }
+
+    #[test]
+    fn replicas_each_have_an_availability_topic_and_any_of_them_suffices() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "replicas:\n  members: [otp2mqtt-0, otp2mqtt-1]\n  this: otp2mqtt-1\nsensors:\n  - token: JBSWY3DPEHPK3PXP\n",
+        )
+        .unwrap();
+        let settings = load_with_environment(&path, Some(Default::default())).unwrap();
+        assert_eq!(settings.mqtt.client_id, "otp2mqtt-otp2mqtt-1");
+        let topics = Topics::new(&settings);
+        assert_eq!(topics.availability(), "otp2mqtt/status/otp2mqtt-1");
+        let config = json_of(&discovery_config(&topics, &settings.sensors[0]));
+        assert_eq!(
+            config["availability"],
+            json!([{"topic": "otp2mqtt/status/otp2mqtt-0"}, {"topic": "otp2mqtt/status/otp2mqtt-1"}])
+        );
+        assert_eq!(config["availability_mode"], "any");
+        assert!(config.get("availability_topic").is_none());
+        // Both replicas announce byte-identical configs: publishing twice is harmless.
+        std::fs::write(
+            &path,
+            "replicas:\n  members: [otp2mqtt-0, otp2mqtt-1]\n  this: otp2mqtt-0\nsensors:\n  - token: JBSWY3DPEHPK3PXP\n",
+        )
+        .unwrap();
+        let other = load_with_environment(&path, Some(Default::default())).unwrap();
+        assert_eq!(
+            discovery_config(&Topics::new(&other), &other.sensors[0]).payload,
+            discovery_config(&topics, &settings.sensors[0]).payload
         );
     }
 

@@ -103,9 +103,14 @@ pub async fn purge(settings: &Settings) -> anyhow::Result<PurgeReport> {
         }
         expected_acks += 1;
     }
-    // Tell anyone still listening, then leave nothing retained behind.
+    // Tell anyone still listening, then leave nothing retained behind (every
+    // replica's availability topic included).
     link.send(messages::availability(&topics, false));
     expected_acks += 1;
+    for availability in topics.all_availability() {
+        link.send(messages::clear_retained(availability));
+        expected_acks += 1;
+    }
     while acks < expected_acks {
         match timeout_at(deadline, link.events.recv()).await {
             Ok(Some(LinkEvent::PublishAcked)) => acks += 1,

@@ -316,3 +316,65 @@ fn two_instances_share_a_broker_without_interfering() {
         broker.log().contains("otp2mqtt-upstairs") && broker.log().contains("otp2mqtt-downstairs")
     );
 }
+
+#[test]
+fn healthcheck_follows_the_running_bridge() {
+    let mut broker = Broker::start();
+    let health_file = broker.dir().join("health.json");
+    let path = broker.dir().join("c.yaml");
+    std::fs::write(
+        &path,
+        config(
+            broker.port,
+            &format!("health_file: {}\n", health_file.display()),
+            &["Door"],
+        ),
+    )
+    .unwrap();
+    let healthcheck = || {
+        let mut probe =
+            BridgeProcess::spawn(&["healthcheck", "--config", path.to_str().unwrap()], &[]);
+        let status = probe
+            .wait(Duration::from_secs(10))
+            .expect("healthcheck hung");
+        (status.success(), probe.log())
+    };
+    let wait_for = |healthy: bool, bridge: &BridgeProcess| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (ok, log) = healthcheck();
+            if ok == healthy {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "healthcheck never became {healthy}: {log}\n{}",
+                bridge.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Not running: unhealthy, with the reason.
+    let (ok, log) = healthcheck();
+    assert!(!ok && log.contains("cannot read the health file"), "{log}");
+
+    let mut bridge = BridgeProcess::run(&path);
+    wait_for(true, &bridge);
+    // Broker gone: unhealthy; back: healthy again.
+    broker.stop();
+    let log = wait_for(false, &bridge);
+    assert!(log.contains("not connected"), "{log}");
+    broker.restart();
+    wait_for(true, &bridge);
+    // Stopped: unhealthy.
+    bridge.signal(libc::SIGTERM);
+    assert!(bridge.wait(Duration::from_secs(5)).unwrap().success());
+    let log = wait_for(false, &bridge);
+    assert!(log.contains("not connected"), "{log}");
+    // Killed while connected: the file still says connected, but goes stale.
+    let bridge = BridgeProcess::run(&path);
+    wait_for(true, &bridge);
+    bridge.signal(libc::SIGKILL);
+    let log = wait_for(false, &bridge);
+    assert!(log.contains("no code published for"), "{log}");
+}
