@@ -8,13 +8,16 @@
 pub mod app;
 pub mod backoff;
 pub mod bridge;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod clock_sync;
 pub mod config;
 pub mod connection;
 pub mod messages;
+pub mod new_token;
 pub mod otpauth;
 pub mod schedule;
 pub mod secret;
 pub mod sensor;
+pub mod show_codes;
