@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::Command;
 use crate::clock::{Clock, SystemClock};
-use crate::{bridge, config, health, purge};
+use crate::{bridge, check, clock_sync, config, health, new_token, purge, show_codes};
 
 /// Exit code for an unusable config (sysexits' EX_CONFIG), so a service manager
 /// can tell "fix the file" from "try again" (`RestartPreventExitStatus=78`).
@@ -65,6 +65,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> ExitCode {
                 Ok(settings) => settings,
                 Err(error) => return config_error(&error),
             };
+            warn_if_clock_unsynchronised();
             match bridge::run(settings, Arc::new(SystemClock::new()), shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
@@ -73,6 +74,28 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> ExitCode {
                 }
             }
         }
+        Command::Token(args) => new_token::run(&args),
+        Command::Code(args) => {
+            let settings = match config::load(&args.config.config) {
+                Ok(settings) => settings,
+                Err(error) => return config_error(&error),
+            };
+            show_codes::run(&settings, args.watch, &SystemClock::new(), shutdown).await
+        }
+        Command::Check(args) => check::run(&args).await,
+    }
+}
+
+/// A clock nobody keeps right is the number one cause of "the codes don't
+/// match": say so once, loudly, at start-up.
+fn warn_if_clock_unsynchronised() {
+    let clock = clock_sync::read();
+    if clock.is_unsynchronised() {
+        tracing::warn!(
+            "the system clock is not NTP-synchronised: codes will drift away from the phones' codes; enable NTP (chrony, ntpd or `timedatectl set-ntp true`)"
+        );
+    } else {
+        tracing::info!(clock = %clock, "system clock");
     }
 }
 

@@ -493,3 +493,33 @@ pub fn read_to_string(path: &Path) -> String {
     }
     text
 }
+
+/// Runs the real `otp2mqtt` binary to completion with `args`, as a user would
+/// from a shell (no inherited log level or config path).
+pub fn otp2mqtt(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_otp2mqtt"))
+        .args(args)
+        .env_remove("OTP2MQTT_LOG")
+        .env_remove("OTP2MQTT_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run otp2mqtt")
+}
+
+/// What the kernel says about NTP synchronisation, read here independently of
+/// the code under test: `Some(true)` when `STA_UNSYNC` is set, `None` off Linux
+/// or when the call fails.
+pub fn kernel_clock_unsynchronised() -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut timex: libc::timex = unsafe { std::mem::zeroed() };
+        if unsafe { libc::adjtimex(&mut timex) } == -1 {
+            return None;
+        }
+        Some(timex.status & libc::STA_UNSYNC != 0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
