@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::otpauth;
 use crate::secret::{RECOMMENDED_SECRET_BITS, SecretString, decode_base32_secret};
 use crate::sensor::{Algorithm, Sensor};
 use crate::tls::{TlsClientConfig, TlsOptions};
@@ -94,6 +95,7 @@ struct RawSensor {
     name: Option<String>,
     token: Option<SecretString>,
     token_file: Option<PathBuf>,
+    uri: Option<SecretString>,
     id: Option<String>,
     digits: Option<u8>,
     period: Option<u64>,
@@ -459,10 +461,22 @@ fn validate_mqtt(
 }
 
 fn validate_sensor(raw: RawSensor, base_dir: &Path) -> Result<Sensor, KeyError> {
+    // An otpauth:// URI (what QR codes hold and apps export) is a third way to
+    // give the secret, and brings its own name, digits, period and algorithm.
+    let from_uri = raw
+        .uri
+        .map(|uri| otpauth::parse(uri.expose()).map_err(|error| ("uri", error.to_string())))
+        .transpose()?;
     let name = match raw.name {
         Some(name) if name.trim().is_empty() => return Err(("name", "is empty".into())),
         Some(name) => name.trim().to_string(),
-        None => DEFAULT_SENSOR_NAME.to_string(),
+        None => match &from_uri {
+            Some(uri) => match &uri.issuer {
+                Some(issuer) => format!("{issuer} {}", uri.account),
+                None => uri.account.clone(),
+            },
+            None => DEFAULT_SENSOR_NAME.to_string(),
+        },
     };
     let id = match raw.id {
         Some(id) => {
@@ -480,45 +494,86 @@ fn validate_sensor(raw: RawSensor, base_dir: &Path) -> Result<Sensor, KeyError> 
             id
         }
     };
-    let token = match (raw.token, raw.token_file) {
-        (Some(_), Some(_)) => {
+    let token = match (raw.token, raw.token_file, &from_uri) {
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            return Err((
+                "uri",
+                "is set together with `token` or `token_file`: give the secret one way only".into(),
+            ));
+        }
+        (Some(_), Some(_), None) => {
             return Err((
                 "token_file",
                 "is set together with `token`: give only one".into(),
             ));
         }
-        (Some(token), None) => token,
-        (None, Some(file)) => {
+        (None, None, Some(uri)) => uri.secret.clone(),
+        (Some(token), None, None) => token,
+        (None, Some(file), None) => {
             read_secret_file(&base_dir.join(file)).map_err(|reason| ("token_file", reason))?
         }
-        (None, None) => {
+        (None, None, None) => {
             return Err((
                 "token",
-                "is missing: every sensor needs its base32 shared secret (`token` or `token_file`)"
+                "is missing: every sensor needs its base32 shared secret (`token`, `token_file` or `uri`)"
                     .into(),
             ));
         }
     };
     let secret =
         decode_base32_secret(token.expose()).map_err(|error| ("token", error.to_string()))?;
-    let digits = raw.digits.unwrap_or(DEFAULT_DIGITS);
+    let digits = agree_with_uri(
+        "digits",
+        raw.digits,
+        from_uri.as_ref().map(|uri| uri.digits),
+    )?
+    .unwrap_or(DEFAULT_DIGITS);
     if !(6..=8).contains(&digits) {
         return Err(("digits", format!("is {digits}: must be 6, 7 or 8")));
     }
-    let period = raw.period.unwrap_or(DEFAULT_PERIOD);
+    let period = agree_with_uri(
+        "period",
+        raw.period,
+        from_uri.as_ref().map(|uri| uri.period),
+    )?
+    .unwrap_or(DEFAULT_PERIOD);
     if !(1..=MAX_PERIOD).contains(&period) {
         return Err((
             "period",
             format!("is {period}: must be 1 to {MAX_PERIOD} seconds (30 is the standard)"),
         ));
     }
-    let algorithm = match raw.algorithm {
-        Some(text) => text
-            .parse::<Algorithm>()
-            .map_err(|reason| ("algorithm", reason))?,
-        None => Algorithm::Sha1,
-    };
+    let algorithm = raw
+        .algorithm
+        .map(|text| {
+            text.parse::<Algorithm>()
+                .map_err(|reason| ("algorithm", reason))
+        })
+        .transpose()?;
+    let algorithm = agree_with_uri(
+        "algorithm",
+        algorithm,
+        from_uri.as_ref().map(|uri| uri.algorithm),
+    )?
+    .unwrap_or(Algorithm::Sha1);
     Ok(Sensor::new(id, name, &secret, digits, period, algorithm))
+}
+
+/// An explicit key next to a `uri` must say the same as the URI: two sources
+/// that disagree mean one of them is a mistake, and guessing which one would
+/// publish codes that match no phone.
+fn agree_with_uri<T: PartialEq + std::fmt::Display>(
+    key: &'static str,
+    explicit: Option<T>,
+    from_uri: Option<T>,
+) -> Result<Option<T>, KeyError> {
+    match (explicit, from_uri) {
+        (Some(explicit), Some(from_uri)) if explicit != from_uri => Err((
+            key,
+            format!("is {explicit}, but the sensor's uri says {from_uri}: remove one"),
+        )),
+        (explicit, from_uri) => Ok(explicit.or(from_uri)),
+    }
 }
 
 /// Reads a secret from a file (docker and systemd secrets): the trailing newline
@@ -950,6 +1005,69 @@ mod tests {
         .unwrap();
         assert_eq!(settings.mqtt.host, "core-mosquitto");
         assert_eq!(settings.sensors[0].digits, 8);
+    }
+
+    #[test]
+    fn otpauth_uris_give_secret_name_and_parameters() {
+        let settings = load_yaml(
+            "sensors:\n  - uri: otpauth://totp/ACME%20Co:alice@example.com?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME%20Co&digits=8&period=60&algorithm=SHA256\n  - uri: otpauth://totp/bob?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n    name: Bob's door\n    digits: 6\n",
+        )
+        .unwrap();
+        let acme = &settings.sensors[0];
+        assert_eq!(acme.name, "ACME Co alice@example.com");
+        assert_eq!(acme.id, "acme_co_alice_example_com");
+        assert_eq!(
+            (acme.digits, acme.period, acme.algorithm),
+            (8, 60, Algorithm::Sha256)
+        );
+        let bob = &settings.sensors[1];
+        assert_eq!(
+            (bob.name.as_str(), bob.digits, bob.period),
+            ("Bob's door", 6, 30)
+        );
+        // The same codes as the token written out.
+        let token = load_yaml("sensors:\n  - token: GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n    digits: 8\n    period: 60\n    algorithm: SHA256\n").unwrap();
+        let now = crate::schedule::UnixTime::from_secs(1_111_111_109);
+        assert_eq!(acme.code_at(now), token.sensors[0].code_at(now));
+    }
+
+    #[test]
+    fn bad_or_conflicting_uris_are_refused_without_the_secret() {
+        for (sensor, needle) in [
+            (
+                "uri: otpauth://hotp/x?secret=JBSWY3DPEHPK3PXP&counter=1",
+                "HOTP",
+            ),
+            (
+                "uri: https://example.com/?secret=JBSWY3DPEHPK3PXP",
+                "otpauth://totp/",
+            ),
+            ("uri: otpauth://totp/x?secret=JBSWY3DPEHPK3PX1", "base32"),
+            (
+                "uri: otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&digits=9",
+                "digits=9",
+            ),
+            (
+                "uri: otpauth://totp/x?secret=JBSWY3DPEHPK3PXP\n    token: JBSWY3DPEHPK3PXP",
+                "one way only",
+            ),
+            (
+                "uri: otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&period=60\n    period: 30",
+                "the sensor's uri says 60",
+            ),
+            (
+                "uri: otpauth://totp/x?secret=JBSWY3DPEHPK3PXP\n    algorithm: SHA512",
+                "uri says SHA1",
+            ),
+        ] {
+            let message = error_of(&format!("sensors:\n  - name: Door\n    {sensor}\n"));
+            assert!(message.contains(needle), "{needle}: {message}");
+            assert!(message.contains("Door"), "{message}");
+            assert!(
+                !message.contains("JBSWY3DPEHPK3PX"),
+                "secret leaked: {message}"
+            );
+        }
     }
 
     #[test]
