@@ -5,7 +5,7 @@
 //! while connected; after every (re)connect and every Home Assistant birth the
 //! whole state is announced again, so nothing depends on the broker's memory.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::health::HealthReporter;
 use crate::messages::{self, ONLINE, Topics};
 use crate::schedule::Schedule;
 use crate::sensor::Sensor;
+use crate::verify::Verifier;
 
 /// After an announce, the codes are sent again at these delays: Home Assistant
 /// subscribes to a newly discovered entity's state topic only once it has
@@ -64,6 +65,10 @@ pub struct Bridge {
     cleanup_done: bool,
     /// Status for `otp2mqtt healthcheck`, when `health_file` is set.
     health: Option<HealthReporter>,
+    /// Verify topic → sensor index, for sensors that check typed codes.
+    verify_routes: HashMap<String, usize>,
+    /// Per sensor (same index): replay and lockout state, when verifying.
+    verifiers: Vec<Option<Verifier>>,
 }
 
 /// Runs the bridge until `shutdown` is cancelled, then says `offline` and
@@ -85,8 +90,14 @@ pub async fn run(
         "otp2mqtt starting"
     );
     let topics = Topics::new(&settings);
-    // Discovery, attributes and state per sensor, plus subscriptions and availability.
-    let messages_per_announce = settings.sensors.len() * 3 + 8;
+    // Discovery, attributes and state per sensor (plus event, keypad and its
+    // state for verifying ones), subscriptions and availability.
+    let verifying = settings
+        .sensors
+        .iter()
+        .filter(|sensor| sensor.verify.is_some())
+        .count();
+    let messages_per_announce = settings.sensors.len() * 3 + verifying * 3 + 8;
     let link = connection::connect(
         &settings.mqtt,
         &messages::availability(&topics, false),
@@ -121,7 +132,19 @@ impl Bridge {
         let own_discovery_topics = settings
             .sensors
             .iter()
-            .map(|sensor| topics.discovery_config("sensor", &sensor.id))
+            .flat_map(|sensor| messages::discovery_topics(&topics, sensor))
+            .collect();
+        let verify_routes = settings
+            .sensors
+            .iter()
+            .enumerate()
+            .filter(|(_, sensor)| sensor.verify.is_some())
+            .map(|(index, sensor)| (topics.verify(&sensor.id), index))
+            .collect();
+        let verifiers = settings
+            .sensors
+            .iter()
+            .map(|sensor| sensor.verify.map(Verifier::new))
             .collect();
         let health = settings
             .health_file
@@ -148,6 +171,8 @@ impl Bridge {
             cleanup_until: None,
             cleanup_done: false,
             health,
+            verify_routes,
+            verifiers,
         }
     }
 
@@ -231,6 +256,11 @@ impl Bridge {
                 let _ = link
                     .client
                     .try_subscribe(self.topics.status.clone(), QoS::AtLeastOnce);
+                for verify_topic in self.verify_routes.keys() {
+                    let _ = link
+                        .client
+                        .try_subscribe(verify_topic.clone(), QoS::AtLeastOnce);
+                }
                 if !self.cleanup_done {
                     let _ = link
                         .client
@@ -248,7 +278,9 @@ impl Bridge {
                 self.code_refreshes.clear();
             }
             LinkEvent::Publish { topic, payload } => {
-                if topic == self.topics.status {
+                if let Some(&index) = self.verify_routes.get(&topic) {
+                    self.check_code(index, &payload, link);
+                } else if topic == self.topics.status {
                     if payload.as_ref() == ONLINE.as_bytes() {
                         if self.announce_at.is_none() {
                             let jitter = BIRTH_DELAY_JITTER.mul_f64(rand::random::<f64>());
@@ -281,8 +313,12 @@ impl Bridge {
     fn announce(&mut self, link: &Link) {
         let mut queued = 0usize;
         for published in &self.sensors {
-            queued +=
-                usize::from(link.send(messages::discovery_config(&self.topics, &published.sensor)));
+            for config in messages::discovery_configs(&self.topics, &published.sensor) {
+                queued += usize::from(link.send(config));
+            }
+            if published.sensor.verify.is_some() {
+                link.send(messages::keypad_cleared(&self.topics, &published.sensor.id));
+            }
         }
         link.send(messages::availability(&self.topics, true));
         self.publish_codes(link, None);
@@ -325,6 +361,34 @@ impl Bridge {
         debug!(codes = sent, "published codes");
         if let Some(health) = &mut self.health {
             health.published(now);
+        }
+    }
+
+    /// Checks a code typed for sensor `index` and answers. The code itself is
+    /// never logged; the outcome only at debug, a lockout at warn.
+    fn check_code(&mut self, index: usize, payload: &[u8], link: &Link) {
+        let sensor = &self.sensors[index].sensor;
+        let Some(verifier) = self.verifiers[index].as_mut() else {
+            return;
+        };
+        let outcome = verifier.attempt(sensor, payload, self.clock.read().wall);
+        debug!(
+            sensor = sensor.id,
+            reason = outcome.reason.as_str(),
+            "checked a code"
+        );
+        if outcome.lockout_started {
+            if let Some(policy) = sensor.verify {
+                warn!(
+                    sensor = sensor.id,
+                    failures = policy.max_failures,
+                    lockout = ?policy.lockout,
+                    "too many wrong codes: refusing every code for this sensor until the lockout ends"
+                );
+            }
+        }
+        for message in messages::verify_answer(&self.topics, &sensor.id, &outcome) {
+            link.send(message);
         }
     }
 

@@ -14,6 +14,7 @@ use crate::otpauth;
 use crate::secret::{RECOMMENDED_SECRET_BITS, SecretString, decode_base32_secret};
 use crate::sensor::{Algorithm, Sensor};
 use crate::tls::{TlsClientConfig, TlsOptions};
+use crate::verify::VerifyPolicy;
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "OTP2MQTT";
@@ -96,10 +97,19 @@ struct RawSensor {
     token: Option<SecretString>,
     token_file: Option<PathBuf>,
     uri: Option<SecretString>,
+    verify: Option<RawVerify>,
     id: Option<String>,
     digits: Option<u8>,
     period: Option<u64>,
     algorithm: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    window: Option<u8>,
+    max_failures: Option<u32>,
+    lockout: Option<u64>,
 }
 
 /// Everything `run` needs, validated.
@@ -556,7 +566,44 @@ fn validate_sensor(raw: RawSensor, base_dir: &Path) -> Result<Sensor, KeyError> 
         from_uri.as_ref().map(|uri| uri.algorithm),
     )?
     .unwrap_or(Algorithm::Sha1);
-    Ok(Sensor::new(id, name, &secret, digits, period, algorithm))
+    let mut sensor = Sensor::new(id, name, &secret, digits, period, algorithm);
+    sensor.verify = raw.verify.map(validate_verify).transpose()?;
+    Ok(sensor)
+}
+
+/// Most steps of tolerance accepted: RFC 6238 recommends at most one; two
+/// covers a phone a minute off, beyond that brute force gets easy.
+pub const MAX_VERIFY_WINDOW: u8 = 2;
+pub const MAX_LOCKOUT: u64 = 86_400;
+
+fn validate_verify(raw: RawVerify) -> Result<VerifyPolicy, KeyError> {
+    let defaults = VerifyPolicy::default();
+    let window = raw.window.unwrap_or(defaults.window);
+    if window > MAX_VERIFY_WINDOW {
+        return Err((
+            "verify.window",
+            format!("is {window}: at most {MAX_VERIFY_WINDOW} steps (RFC 6238 recommends 1)"),
+        ));
+    }
+    let max_failures = raw.max_failures.unwrap_or(defaults.max_failures);
+    if !(1..=1000).contains(&max_failures) {
+        return Err((
+            "verify.max_failures",
+            format!("is {max_failures}: must be 1 to 1000"),
+        ));
+    }
+    let lockout = raw.lockout.unwrap_or(defaults.lockout.as_secs());
+    if !(1..=MAX_LOCKOUT).contains(&lockout) {
+        return Err((
+            "verify.lockout",
+            format!("is {lockout}: must be 1 to {MAX_LOCKOUT} seconds"),
+        ));
+    }
+    Ok(VerifyPolicy {
+        window,
+        max_failures,
+        lockout: Duration::from_secs(lockout),
+    })
 }
 
 /// An explicit key next to a `uri` must say the same as the URI: two sources
@@ -1067,6 +1114,32 @@ mod tests {
                 !message.contains("JBSWY3DPEHPK3PX"),
                 "secret leaked: {message}"
             );
+        }
+    }
+
+    #[test]
+    fn verify_policies() {
+        let settings = load_yaml("sensors:\n  - token: JBSWY3DPEHPK3PXP\n    verify: {}\n  - name: b\n    token: JBSWY3DPEHPK3PXP\n    verify:\n      window: 0\n      max_failures: 3\n      lockout: 60\n  - name: c\n    token: JBSWY3DPEHPK3PXP\n").unwrap();
+        assert_eq!(settings.sensors[0].verify, Some(VerifyPolicy::default()));
+        assert_eq!(
+            settings.sensors[1].verify,
+            Some(VerifyPolicy {
+                window: 0,
+                max_failures: 3,
+                lockout: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(settings.sensors[2].verify, None);
+        for (verify, needle) in [
+            ("window: 3", "key 'verify.window'"),
+            ("max_failures: 0", "key 'verify.max_failures'"),
+            ("lockout: 0", "key 'verify.lockout'"),
+            ("windw: 1", "windw"),
+        ] {
+            let message = error_of(&format!(
+                "sensors:\n  - name: Door\n    token: JBSWY3DPEHPK3PXP\n    verify:\n      {verify}\n"
+            ));
+            assert!(message.contains(needle), "{needle}: {message}");
         }
     }
 

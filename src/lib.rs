@@ -24,3 +24,4 @@ pub mod secret;
 pub mod sensor;
 pub mod show_codes;
 pub mod tls;
+pub mod verify;

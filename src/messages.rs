@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::config::Settings;
 use crate::schedule::UnixTime;
 use crate::sensor::Sensor;
+use crate::verify::Outcome;
 
 pub const ONLINE: &str = "online";
 pub const OFFLINE: &str = "offline";
@@ -99,6 +100,26 @@ impl Topics {
         format!("{}/{sensor_id}/attributes", self.base_topic)
     }
 
+    /// Where a keypad sends codes to check.
+    pub fn verify(&self, sensor_id: &str) -> String {
+        format!("{}/{sensor_id}/verify", self.base_topic)
+    }
+
+    /// Where each check is answered (JSON, not retained).
+    pub fn verify_result(&self, sensor_id: &str) -> String {
+        format!("{}/{sensor_id}/verify/result", self.base_topic)
+    }
+
+    /// Home Assistant `event` entity state topic.
+    pub fn verify_event(&self, sensor_id: &str) -> String {
+        format!("{}/{sensor_id}/verify/event", self.base_topic)
+    }
+
+    /// State of the keypad `text` entity: cleared after each entry.
+    pub fn keypad_state(&self, sensor_id: &str) -> String {
+        format!("{}/{sensor_id}/verify/keypad", self.base_topic)
+    }
+
     /// Per-component discovery topic: `<prefix>/<component>/<instance>/<id>/config`.
     pub fn discovery_config(&self, component: &str, sensor_id: &str) -> String {
         format!(
@@ -143,13 +164,11 @@ impl Topics {
 /// asks for; nothing else in the payload is ever `null`.
 pub fn discovery_config(topics: &Topics, sensor: &Sensor) -> Message {
     let unique_id = topics.unique_id(&sensor.id);
-    let mut payload = json!({
+    let payload = json!({
         "name": Value::Null,
         "unique_id": unique_id,
         "state_topic": topics.state(&sensor.id),
         "json_attributes_topic": topics.attributes(&sensor.id),
-        "payload_available": ONLINE,
-        "payload_not_available": OFFLINE,
         "expire_after": sensor.period + EXPIRY_SLACK_SECS,
         "icon": ICON,
         "device": {
@@ -159,8 +178,78 @@ pub fn discovery_config(topics: &Topics, sensor: &Sensor) -> Message {
             "model": format!("TOTP {} digits, {} s, {}", sensor.digits, sensor.period, sensor.algorithm),
             "sw_version": env!("CARGO_PKG_VERSION"),
         },
-        "origin": origin(),
     });
+    retained_config(
+        topics.discovery_config("sensor", &sensor.id),
+        with_availability_and_origin(payload, topics),
+    )
+}
+
+/// Every discovery config of a sensor: the code sensor, and for a verifying
+/// sensor its `event` and keypad `text` entities, all on the sensor's device.
+pub fn discovery_configs(topics: &Topics, sensor: &Sensor) -> Vec<Message> {
+    let mut configs = vec![discovery_config(topics, sensor)];
+    if sensor.verify.is_some() {
+        let device = json!({ "identifiers": [topics.unique_id(&sensor.id)] });
+        let event = json!({
+            "name": "Code entry",
+            "unique_id": format!("{}_code_entry", topics.unique_id(&sensor.id)),
+            "state_topic": topics.verify_event(&sensor.id),
+            "event_types": crate::verify::EVENT_TYPES,
+            "icon": "mdi:dialpad",
+            "device": device,
+        });
+        configs.push(retained_config(
+            topics.discovery_config("event", &sensor.id),
+            with_availability_and_origin(event, topics),
+        ));
+        // The keypad's state topic only ever carries "", so the typed code does
+        // not linger in Home Assistant's state machine and recorder.
+        let keypad = json!({
+            "name": "Keypad",
+            "unique_id": format!("{}_keypad", topics.unique_id(&sensor.id)),
+            "command_topic": topics.verify(&sensor.id),
+            "state_topic": topics.keypad_state(&sensor.id),
+            "mode": "password",
+            "min": 0,
+            "max": 8,
+            "pattern": format!("^([0-9]{{{}}})?$", sensor.digits),
+            "icon": "mdi:dialpad",
+            "device": device,
+        });
+        configs.push(retained_config(
+            topics.discovery_config("text", &sensor.id),
+            with_availability_and_origin(keypad, topics),
+        ));
+    }
+    configs
+}
+
+/// Discovery topics of [`discovery_configs`], without building the payloads.
+pub fn discovery_topics(topics: &Topics, sensor: &Sensor) -> Vec<String> {
+    let components: &[&str] = if sensor.verify.is_some() {
+        &["sensor", "event", "text"]
+    } else {
+        &["sensor"]
+    };
+    components
+        .iter()
+        .map(|component| topics.discovery_config(component, &sensor.id))
+        .collect()
+}
+
+fn retained_config(topic: String, payload: Value) -> Message {
+    Message {
+        topic,
+        payload: payload.to_string().into_bytes(),
+        retain: true,
+        qos: Qos::AtLeastOnce,
+    }
+}
+
+/// Adds the availability (one topic, or one per replica with mode `any`) and
+/// the `origin` block every discovery config carries.
+fn with_availability_and_origin(mut payload: Value, topics: &Topics) -> Value {
     let availability = topics.all_availability();
     if let [single] = availability.as_slice() {
         payload["availability_topic"] = json!(single);
@@ -173,12 +262,10 @@ pub fn discovery_config(topics: &Topics, sensor: &Sensor) -> Message {
             .collect();
         payload["availability_mode"] = json!("any");
     }
-    Message {
-        topic: topics.discovery_config("sensor", &sensor.id),
-        payload: payload.to_string().into_bytes(),
-        retain: true,
-        qos: Qos::AtLeastOnce,
-    }
+    payload["payload_available"] = json!(ONLINE);
+    payload["payload_not_available"] = json!(OFFLINE);
+    payload["origin"] = origin();
+    payload
 }
 
 /// Home Assistant's `origin` block: who published this discovery config.
@@ -237,6 +324,32 @@ pub fn attributes(attributes_topic: &str, sensor: &Sensor, now: UnixTime) -> Mes
     Message {
         topic: attributes_topic.to_string(),
         payload: payload.to_string().into_bytes(),
+        retain: false,
+        qos: Qos::AtMostOnce,
+    }
+}
+
+/// The answer to one code check: the result for the caller, the event for Home
+/// Assistant, and the keypad cleared. None of them carries the code.
+pub fn verify_answer(topics: &Topics, sensor_id: &str, outcome: &Outcome) -> [Message; 3] {
+    let message = |topic: String, payload: Vec<u8>| Message {
+        topic,
+        payload,
+        retain: false,
+        qos: Qos::AtLeastOnce,
+    };
+    [
+        message(topics.verify_result(sensor_id), outcome.result_payload()),
+        message(topics.verify_event(sensor_id), outcome.event_payload()),
+        keypad_cleared(topics, sensor_id),
+    ]
+}
+
+/// An empty keypad state, so the `text` entity never shows a typed code.
+pub fn keypad_cleared(topics: &Topics, sensor_id: &str) -> Message {
+    Message {
+        topic: topics.keypad_state(sensor_id),
+        payload: Vec::new(),
         retain: false,
         qos: Qos::AtMostOnce,
     }

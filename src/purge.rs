@@ -71,7 +71,7 @@ pub async fn purge(settings: &Settings) -> anyhow::Result<PurgeReport> {
     let mut to_clear: HashSet<String> = settings
         .sensors
         .iter()
-        .map(|sensor| topics.discovery_config("sensor", &sensor.id))
+        .flat_map(|sensor| messages::discovery_topics(&topics, sensor))
         .collect();
     let deadline = Instant::now() + WORK_TIMEOUT;
     let mut marker_seen = false;

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use totp_rs::Totp;
 
 use crate::schedule::{Step, UnixTime};
+use crate::verify::VerifyPolicy;
 
 /// The HMAC behind the code (RFC 6238 section 1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,6 +77,8 @@ pub struct Sensor {
     pub algorithm: Algorithm,
     /// Decoded secret size, kept for warnings and `check` (never the secret itself).
     pub secret_bits: usize,
+    /// Set when codes typed on a keypad are checked against this sensor.
+    pub verify: Option<VerifyPolicy>,
     totp: Totp,
 }
 
@@ -107,6 +110,7 @@ impl Sensor {
             period,
             algorithm,
             secret_bits: secret.len() * 8,
+            verify: None,
             totp,
         }
     }
@@ -134,6 +138,7 @@ impl fmt::Debug for Sensor {
             .field("period", &self.period)
             .field("algorithm", &self.algorithm)
             .field("secret_bits", &self.secret_bits)
+            .field("verify", &self.verify)
             .finish_non_exhaustive()
     }
 }

@@ -174,7 +174,7 @@ fn the_documented_acl_lets_otp2mqtt_work_and_keeps_codes_from_other_users() {
         &dir,
         "c.yaml",
         &format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  username: otp2mqtt\n  password: {PASSWORD}\nsensors:\n  - token: {TOKEN}\n"
+            "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  username: otp2mqtt\n  password: {PASSWORD}\nsensors:\n  - token: {TOKEN}\n    verify: {{}}\n"
         ),
     );
     let home_assistant = Observer::connect_as(
@@ -197,6 +197,43 @@ fn the_documented_acl_lets_otp2mqtt_work_and_keeps_codes_from_other_users() {
         m.iter()
             .any(|r| r.topic == "homeassistant/sensor/otp2mqtt/otp_sensor/config")
     });
+    // The dashboard keypad (Home Assistant) may submit a code and read the answer;
+    // the guest may do neither.
+    guest.publish("otp2mqtt/otp_sensor/verify", b"123456", false);
+    home_assistant.publish(
+        "otp2mqtt/otp_sensor/verify",
+        b"{\"code\": \"12\", \"id\": \"ha\"}",
+        false,
+    );
+    let answers = home_assistant.wait_until(Duration::from_secs(5), &|| bridge.log(), |m| {
+        m.iter()
+            .any(|r| r.topic == "otp2mqtt/otp_sensor/verify/result")
+    });
+    let results: Vec<String> = answers
+        .iter()
+        .filter(|r| r.topic == "otp2mqtt/otp_sensor/verify/result")
+        .map(|r| r.text())
+        .collect();
+    assert!(
+        results.iter().all(|r| r.contains("\"id\":\"ha\"")),
+        "only Home Assistant's attempt is answered: {results:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !broker.log().contains("Denied PUBLISH") {
+        assert!(
+            Instant::now() < deadline,
+            "the guest's code was not denied:\n{}",
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let results = home_assistant.on("otp2mqtt/otp_sensor/verify/result");
+    assert_eq!(
+        results.len(),
+        1,
+        "{:?}",
+        results.iter().map(|r| r.text()).collect::<Vec<_>>()
+    );
     assert!(
         guest
             .messages()
