@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::connection::{self, Link, LinkEvent};
 use crate::health::HealthReporter;
 use crate::messages::{self, ONLINE, Topics};
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, distinct_periods};
 use crate::sensor::Sensor;
 use crate::verify::Verifier;
 
@@ -110,13 +110,7 @@ pub async fn run(
 
 impl Bridge {
     pub fn new(settings: Settings, topics: Topics, clock: Arc<dyn Clock>) -> Self {
-        let mut periods: Vec<u64> = settings
-            .sensors
-            .iter()
-            .map(|sensor| sensor.period)
-            .collect();
-        periods.sort_unstable();
-        periods.dedup();
+        let periods = distinct_periods(settings.sensors.iter().map(|sensor| sensor.period));
         let period_groups = periods
             .iter()
             .map(|period| {

@@ -46,6 +46,14 @@ pub fn until_next_boundary(now: UnixTime, period: u64) -> Duration {
     now.step(period).end(period).0.saturating_sub(now.0)
 }
 
+/// The distinct periods among `periods`, shortest first: one schedule group each.
+pub fn distinct_periods(periods: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let mut periods: Vec<u64> = periods.into_iter().collect();
+    periods.sort_unstable();
+    periods.dedup();
+    periods
+}
+
 /// The longest the publisher sleeps in one go. tokio sleeps on the monotonic clock,
 /// which ignores wall-clock steps and stands still during suspend: waking at least
 /// this often bounds how late a jump is noticed.

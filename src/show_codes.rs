@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::schedule::{Schedule, UnixTime, until_next_boundary};
+use crate::schedule::{Schedule, UnixTime, distinct_periods, until_next_boundary};
 use crate::sensor::Sensor;
 
 /// ANSI: cursor home, then clear the screen, so `--watch` redraws in place.
@@ -28,13 +28,7 @@ pub async fn run(
         return print(&render(&settings.sensors, clock.read().wall));
     }
     let redraw_in_place = std::io::stdout().is_terminal();
-    let mut periods: Vec<u64> = settings
-        .sensors
-        .iter()
-        .map(|sensor| sensor.period)
-        .collect();
-    periods.sort_unstable();
-    periods.dedup();
+    let periods = distinct_periods(settings.sensors.iter().map(|sensor| sensor.period));
     // The bridge's own schedule: wakes at least once a second, notices clock
     // jumps, and says when any sensor's step changed.
     let mut schedule = Schedule::new(periods);
