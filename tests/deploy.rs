@@ -1081,3 +1081,45 @@ fn addon_options_become_a_config_that_otp2mqtt_check_accepts() {
     assert!(stdout.contains("sensor.otp_sensor"), "{stdout}");
     assert!(!stdout.contains("from-the-supervisor"));
 }
+
+/// `cargo build` refuses a manifest whose declared targets are missing, so every
+/// target file Cargo.toml names must reach the image builders.
+#[test]
+fn the_build_context_holds_every_cargo_target() {
+    let manifest = read("Cargo.toml");
+    let mut needed = vec![
+        "Cargo.toml".to_string(),
+        "Cargo.lock".to_string(),
+        "src/main.rs".to_string(),
+    ];
+    let mut in_bench = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bench = line == "[[bench]]";
+        } else if in_bench {
+            if let Some(name) = line.strip_prefix("name = ") {
+                needed.push(format!("benches/{}.rs", name.trim_matches('"')));
+            }
+        }
+    }
+    assert!(needed.len() > 3, "Cargo.toml declares benches: {needed:?}");
+    for dockerfile in dockerfile_paths() {
+        let text = read(dockerfile);
+        for file in &needed {
+            assert!(repo().join(file).is_file(), "{file}");
+            assert!(
+                in_build_context(file),
+                "{file} is not in the build context (.dockerignore)"
+            );
+            let top = file.split('/').next().unwrap();
+            assert!(
+                text.lines().any(|line| line.starts_with("COPY ")
+                    && !line.contains("--from")
+                    && line
+                        .split_whitespace()
+                        .any(|word| word == top || word == file)),
+                "{dockerfile} does not COPY {top}"
+            );
+        }
+    }
+}
