@@ -57,7 +57,7 @@ fn payloads(c: &mut Criterion) {
     let topics = Topics::new(&settings);
     let sensor = &settings.sensors[0];
     let state_topic = topics.state(&sensor.id);
-    let attributes_topic = topics.attributes(&sensor.id);
+    let attributes_topic = topics.attributes(sensor);
 
     c.bench_function("discovery_config", |b| {
         b.iter(|| messages::discovery_config(black_box(&topics), black_box(sensor)))

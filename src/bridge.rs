@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::connection::{self, Link, LinkEvent};
+use crate::connection::{self, Acks, Link, LinkEvent};
 use crate::health::HealthReporter;
 use crate::messages::{self, ONLINE, Topics};
 use crate::schedule::{Schedule, distinct_periods};
@@ -39,18 +39,41 @@ pub const CLEANUP_WINDOW: Duration = Duration::from_secs(3);
 /// Upper bound of the shutdown sequence after the signal (offline + disconnect).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
-/// A sensor with its topics, derived once.
+/// A sensor with its state topic, derived once.
 struct PublishedSensor {
     sensor: Sensor,
     state_topic: String,
-    attributes_topic: String,
+}
+
+/// Sensors sharing a period, published together at its boundaries.
+struct PeriodGroup {
+    sensors: Vec<usize>,
+    /// One sensor per distinct attributes topic in the group. The attributes
+    /// (window, period, digits, algorithm) are the same for every sensor with
+    /// the same period, digits and algorithm, so they are sent once per topic
+    /// rather than once per sensor: half the messages per step.
+    attribute_representatives: Vec<usize>,
+}
+
+/// The start-up search for stale discovery configs of this instance.
+enum Cleanup {
+    /// To do at the next connection.
+    Pending,
+    /// Subscribed to this instance's configs; ghosts are cleared as they arrive.
+    /// The first announce waits for `marker` to come back (all retained configs
+    /// precede it), so the broker never echoes our own fresh configs to us.
+    Collecting {
+        marker: String,
+        deadline: Instant,
+    },
+    Done,
 }
 
 pub struct Bridge {
     topics: Topics,
     sensors: Vec<PublishedSensor>,
-    /// Sensor indexes per entry of `schedule.periods()`.
-    period_groups: Vec<Vec<usize>>,
+    /// One per entry of `schedule.periods()`.
+    period_groups: Vec<PeriodGroup>,
     schedule: Schedule,
     clock: Arc<dyn Clock>,
     /// Discovery topics this configuration owns; any other retained config of
@@ -60,9 +83,7 @@ pub struct Bridge {
     code_refreshes: VecDeque<Instant>,
     /// A pending re-announce answering Home Assistant's birth message.
     announce_at: Option<Instant>,
-    /// While set, stale configs are being collected; the subscription ends then.
-    cleanup_until: Option<Instant>,
-    cleanup_done: bool,
+    cleanup: Cleanup,
     /// Status for `otp2mqtt healthcheck`, when `health_file` is set.
     health: Option<HealthReporter>,
     /// Verify topic → sensor index, for sensors that check typed codes.
@@ -102,6 +123,7 @@ pub async fn run(
         &settings.mqtt,
         &messages::availability(&topics, false),
         messages_per_announce,
+        Acks::Ignore,
     );
     Bridge::new(settings, topics, clock)
         .serve(link, shutdown)
@@ -114,13 +136,23 @@ impl Bridge {
         let period_groups = periods
             .iter()
             .map(|period| {
-                settings
+                let sensors: Vec<usize> = settings
                     .sensors
                     .iter()
                     .enumerate()
                     .filter(|(_, sensor)| sensor.period == *period)
                     .map(|(index, _)| index)
-                    .collect()
+                    .collect();
+                let mut seen = HashSet::new();
+                let attribute_representatives = sensors
+                    .iter()
+                    .copied()
+                    .filter(|index| seen.insert(topics.attributes(&settings.sensors[*index])))
+                    .collect();
+                PeriodGroup {
+                    sensors,
+                    attribute_representatives,
+                }
             })
             .collect();
         let own_discovery_topics = settings
@@ -149,7 +181,6 @@ impl Bridge {
             .into_iter()
             .map(|sensor| PublishedSensor {
                 state_topic: topics.state(&sensor.id),
-                attributes_topic: topics.attributes(&sensor.id),
                 sensor,
             })
             .collect();
@@ -162,8 +193,7 @@ impl Bridge {
             own_discovery_topics,
             code_refreshes: VecDeque::new(),
             announce_at: None,
-            cleanup_until: None,
-            cleanup_done: false,
+            cleanup: Cleanup::Pending,
             health,
             verify_routes,
             verifiers,
@@ -177,7 +207,10 @@ impl Bridge {
             let never = Instant::now() + Duration::from_secs(86_400);
             let refresh_at = self.code_refreshes.front().copied();
             let announce_at = self.announce_at;
-            let cleanup_until = self.cleanup_until;
+            let cleanup_until = match &self.cleanup {
+                Cleanup::Collecting { deadline, .. } => Some(*deadline),
+                Cleanup::Pending | Cleanup::Done => None,
+            };
             tokio::select! {
                 // Shutdown first, then the schedule: a code is worth most in its
                 // first milliseconds.
@@ -199,7 +232,8 @@ impl Bridge {
                 }
                 () = sleep_until(announce_at.unwrap_or(never)), if announce_at.is_some() => {
                     self.announce_at = None;
-                    if link.is_connected() {
+                    // While the first cleanup runs, its announce is still to come.
+                    if link.is_connected() && matches!(self.cleanup, Cleanup::Done) {
                         info!("Home Assistant came online; announcing all sensors again");
                         self.announce(&link);
                     }
@@ -255,25 +289,37 @@ impl Bridge {
                         .client
                         .try_subscribe(verify_topic.clone(), QoS::AtLeastOnce);
                 }
-                if !self.cleanup_done {
+                if matches!(self.cleanup, Cleanup::Done) {
+                    self.announce(link);
+                } else {
+                    let marker = self.topics.marker(rand::random());
                     let _ = link
                         .client
                         .try_subscribe(self.topics.discovery_filter(), QoS::AtLeastOnce);
-                    self.cleanup_until = Some(Instant::now() + CLEANUP_WINDOW);
+                    let _ = link.client.try_subscribe(marker.clone(), QoS::AtLeastOnce);
+                    link.send(messages::marker(marker.clone()));
+                    self.cleanup = Cleanup::Collecting {
+                        marker,
+                        deadline: Instant::now() + CLEANUP_WINDOW,
+                    };
                 }
-                self.announce(link);
             }
             LinkEvent::Disconnected => {
                 if let Some(health) = &mut self.health {
                     health.set_connected(false);
                 }
                 // The cleanup subscription died with the session; retry on reconnect.
-                self.cleanup_until = None;
+                if matches!(self.cleanup, Cleanup::Collecting { .. }) {
+                    self.cleanup = Cleanup::Pending;
+                }
                 self.code_refreshes.clear();
             }
             LinkEvent::Publish { topic, payload } => {
                 if let Some(&index) = self.verify_routes.get(&topic) {
                     self.check_code(index, &payload, link);
+                } else if matches!(&self.cleanup, Cleanup::Collecting { marker, .. } if *marker == topic)
+                {
+                    self.finish_cleanup(link);
                 } else if topic == self.topics.status {
                     if payload.as_ref() == ONLINE.as_bytes() {
                         if self.announce_at.is_none() {
@@ -286,7 +332,7 @@ impl Bridge {
                             "ignoring a Home Assistant status that is not `online`"
                         );
                     }
-                } else if self.cleanup_until.is_some()
+                } else if matches!(self.cleanup, Cleanup::Collecting { .. })
                     && !payload.is_empty()
                     && self.topics.is_own_discovery_topic(&topic)
                     && !self.own_discovery_topics.contains(&topic)
@@ -328,29 +374,34 @@ impl Bridge {
             .collect();
     }
 
-    /// Sends attributes and code of one period group (or all sensors), computed
-    /// from the wall clock now.
+    /// Sends attributes and codes of one period group (or all groups),
+    /// computed from the wall clock now.
     fn publish_codes(&mut self, link: &Link, group: Option<usize>) {
         let now = self.clock.read().wall;
-        let indexes: Box<dyn Iterator<Item = usize>> = match group {
-            Some(group) => Box::new(self.period_groups[group].iter().copied()),
-            None => Box::new(0..self.sensors.len()),
+        let groups = match group {
+            Some(group) => group..group + 1,
+            None => 0..self.period_groups.len(),
         };
         let mut sent = 0usize;
-        for index in indexes {
-            let published = &self.sensors[index];
+        for group in &self.period_groups[groups] {
             // Attributes first, so a countdown template never pairs the new code
             // with the old window.
-            link.send(messages::attributes(
-                &published.attributes_topic,
-                &published.sensor,
-                now,
-            ));
-            sent += usize::from(link.send(messages::state(
-                &published.state_topic,
-                &published.sensor,
-                now,
-            )));
+            for &index in &group.attribute_representatives {
+                let sensor = &self.sensors[index].sensor;
+                link.send(messages::attributes(
+                    &self.topics.attributes(sensor),
+                    sensor,
+                    now,
+                ));
+            }
+            for &index in &group.sensors {
+                let published = &self.sensors[index];
+                sent += usize::from(link.send(messages::state(
+                    &published.state_topic,
+                    &published.sensor,
+                    now,
+                )));
+            }
         }
         debug!(codes = sent, "published codes");
         if let Some(health) = &mut self.health {
@@ -386,11 +437,20 @@ impl Bridge {
         }
     }
 
+    /// Ends the start-up cleanup (its marker came back, or it timed out) and
+    /// makes the first announce of this connection.
     fn finish_cleanup(&mut self, link: &Link) {
-        self.cleanup_until = None;
-        if link.is_connected() {
-            let _ = link.client.try_unsubscribe(self.topics.discovery_filter());
-            self.cleanup_done = true;
+        let Cleanup::Collecting { marker, .. } =
+            std::mem::replace(&mut self.cleanup, Cleanup::Done)
+        else {
+            return;
+        };
+        if !link.is_connected() {
+            self.cleanup = Cleanup::Pending;
+            return;
         }
+        let _ = link.client.try_unsubscribe(self.topics.discovery_filter());
+        let _ = link.client.try_unsubscribe(marker);
+        self.announce(link);
     }
 }

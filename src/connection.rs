@@ -37,6 +37,14 @@ pub enum LinkEvent {
     PublishAcked,
 }
 
+/// Whether the bridge hears of each QoS 1 acknowledgement. Only `purge` waits
+/// for them; for `run` they would be one wasted wake-up per discovery config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    Report,
+    Ignore,
+}
+
 /// The bridge's side of the connection.
 pub struct Link {
     pub client: AsyncClient,
@@ -159,7 +167,12 @@ pub fn mqtt_options(settings: &MqttSettings, last_will: &Message) -> MqttOptions
 
 /// Starts the connection task. `messages_per_announce` sizes the request channel
 /// so that a whole announce fits without blocking.
-pub fn connect(settings: &MqttSettings, last_will: &Message, messages_per_announce: usize) -> Link {
+pub fn connect(
+    settings: &MqttSettings,
+    last_will: &Message,
+    messages_per_announce: usize,
+    acks: Acks,
+) -> Link {
     let options = mqtt_options(settings, last_will);
     let (client, mut event_loop) =
         AsyncClient::new(options, messages_per_announce + CHANNEL_HEADROOM);
@@ -176,6 +189,7 @@ pub fn connect(settings: &MqttSettings, last_will: &Message, messages_per_announ
         events_tx,
         settings.broker_address(),
         connected.clone(),
+        acks,
     ));
     Link {
         client,
@@ -191,6 +205,7 @@ async fn drive(
     events: mpsc::UnboundedSender<LinkEvent>,
     broker: String,
     connected: Arc<AtomicBool>,
+    acks: Acks,
 ) {
     let mut backoff = Backoff::new();
     // The last failure reason logged, so a broker that stays down is reported
@@ -209,7 +224,9 @@ async fn drive(
                 topic: publish.topic,
                 payload: publish.payload,
             },
-            Ok(Event::Incoming(Packet::PubAck(_))) => LinkEvent::PublishAcked,
+            Ok(Event::Incoming(Packet::PubAck(_))) if acks == Acks::Report => {
+                LinkEvent::PublishAcked
+            }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 connected.store(false, Ordering::Release);
                 info!(broker, "disconnected from MQTT broker");

@@ -96,8 +96,22 @@ impl Topics {
         format!("{}/{sensor_id}/state", self.base_topic)
     }
 
-    pub fn attributes(&self, sensor_id: &str) -> String {
-        format!("{}/{sensor_id}/attributes", self.base_topic)
+    /// The attributes topic of a sensor, shared by every sensor with the same
+    /// period, digits and algorithm: their attributes are identical.
+    pub fn attributes(&self, sensor: &Sensor) -> String {
+        format!(
+            "{}/attributes/{}s-{}-{}",
+            self.base_topic,
+            sensor.period,
+            sensor.digits,
+            sensor.algorithm.as_str().to_ascii_lowercase()
+        )
+    }
+
+    /// A private topic for a marker message: published after subscribing, it
+    /// comes back after every retained message of the subscription.
+    pub fn marker(&self, nonce: u64) -> String {
+        format!("{}/marker/{nonce:016x}", self.base_topic)
     }
 
     /// Where a keypad sends codes to check.
@@ -168,7 +182,7 @@ pub fn discovery_config(topics: &Topics, sensor: &Sensor) -> Message {
         "name": Value::Null,
         "unique_id": unique_id,
         "state_topic": topics.state(&sensor.id),
-        "json_attributes_topic": topics.attributes(&sensor.id),
+        "json_attributes_topic": topics.attributes(sensor),
         "expire_after": sensor.period + EXPIRY_SLACK_SECS,
         "icon": ICON,
         "device": {
@@ -275,6 +289,16 @@ fn origin() -> Value {
         "sw_version": env!("CARGO_PKG_VERSION"),
         "support_url": env!("CARGO_PKG_REPOSITORY"),
     })
+}
+
+/// A marker (see [`Topics::marker`]): not retained, QoS 1.
+pub fn marker(topic: String) -> Message {
+    Message {
+        topic,
+        payload: b"marker".to_vec(),
+        retain: false,
+        qos: Qos::AtLeastOnce,
+    }
 }
 
 /// An empty retained payload deletes a retained discovery config, and with it
@@ -412,7 +436,7 @@ mod tests {
                 "name": null,
                 "unique_id": "otp2mqtt_otp2mqtt_otp_sensor",
                 "state_topic": "otp2mqtt/otp_sensor/state",
-                "json_attributes_topic": "otp2mqtt/otp_sensor/attributes",
+                "json_attributes_topic": "otp2mqtt/attributes/30s-6-sha1",
                 "availability_topic": "otp2mqtt/status",
                 "payload_available": "online",
                 "payload_not_available": "offline",
@@ -464,7 +488,11 @@ mod tests {
         assert!(!message.retain);
         assert_eq!(message.payload, sensor.code_at(now).into_bytes());
         assert_eq!(message.payload.len(), 8);
-        let attributes = attributes(&topics.attributes(&sensor.id), sensor, now);
+        assert_eq!(
+            topics.attributes(sensor),
+            "otp2mqtt/attributes/60s-8-sha256"
+        );
+        let attributes = attributes(&topics.attributes(sensor), sensor, now);
         assert_eq!(
             json_of(&attributes),
             json!({

@@ -14,7 +14,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::info;
 
 use crate::config::Settings;
-use crate::connection::{self, LinkEvent};
+use crate::connection::{self, Acks, LinkEvent};
 use crate::messages::{self, Topics};
 
 /// How long to wait for the broker before giving up (purge is interactive).
@@ -33,7 +33,14 @@ pub async fn purge(settings: &Settings) -> anyhow::Result<PurgeReport> {
     let topics = Topics::new(settings);
     let broker = settings.mqtt.broker_address();
     let last_will = messages::availability(&topics, false);
-    let mut link = connection::connect(&settings.mqtt, &last_will, settings.sensors.len() * 2 + 8);
+    let mut link = connection::connect(
+        &settings.mqtt,
+        &last_will,
+        // Room for every config to clear, configured or left by an earlier
+        // configuration; the channel allocates only what is queued.
+        settings.sensors.len() * 3 + 100_000,
+        Acks::Report,
+    );
 
     let connect_deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
@@ -50,11 +57,7 @@ pub async fn purge(settings: &Settings) -> anyhow::Result<PurgeReport> {
     // Retained messages follow the SUBACK in order; a marker we publish after
     // subscribing comes back after all of them, so its arrival proves the list
     // of retained configs complete without guessing a delay.
-    let marker = format!(
-        "{}/purge-marker/{}",
-        topics.availability(),
-        rand::random::<u64>()
-    );
+    let marker = topics.marker(rand::random());
     link.client
         .try_subscribe(topics.discovery_filter(), QoS::AtLeastOnce)
         .and_then(|()| link.client.try_subscribe(marker.clone(), QoS::AtLeastOnce))
