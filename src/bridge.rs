@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::connection::{self, Acks, Link, LinkEvent};
+use crate::connection::{self, Link, LinkEvent};
 use crate::health::HealthReporter;
 use crate::messages::{self, ONLINE, Topics};
 use crate::schedule::{Schedule, distinct_periods};
@@ -38,6 +38,11 @@ pub const BIRTH_DELAY_JITTER: Duration = Duration::from_millis(1000);
 pub const CLEANUP_WINDOW: Duration = Duration::from_secs(3);
 /// Upper bound of the shutdown sequence after the signal (offline + disconnect).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// Discovery configs (QoS 1) queued before waiting for the broker's acks.
+/// Pacing the announce this way keeps thousands of ~800-byte configs from
+/// piling up in memory at once (the request channel would hold them all), at
+/// no cost in speed: a window this size keeps the connection busy.
+pub const ANNOUNCE_WINDOW: usize = 512;
 
 /// A sensor with its state topic, derived once.
 struct PublishedSensor {
@@ -84,6 +89,11 @@ pub struct Bridge {
     /// A pending re-announce answering Home Assistant's birth message.
     announce_at: Option<Instant>,
     cleanup: Cleanup,
+    /// The next sensor whose discovery configs are to be queued, while an
+    /// announce is under way.
+    announcing: Option<usize>,
+    /// Discovery configs queued but not yet acknowledged by the broker.
+    unacked: usize,
     /// Status for `otp2mqtt healthcheck`, when `health_file` is set.
     health: Option<HealthReporter>,
     /// Verify topic → sensor index, for sensors that check typed codes.
@@ -111,19 +121,14 @@ pub async fn run(
         "otp2mqtt starting"
     );
     let topics = Topics::new(&settings);
-    // Discovery, attributes and state per sensor (plus event, keypad and its
-    // state for verifying ones), subscriptions and availability.
-    let verifying = settings
-        .sensors
-        .iter()
-        .filter(|sensor| sensor.verify.is_some())
-        .count();
-    let messages_per_announce = settings.sensors.len() * 3 + verifying * 3 + 8;
+    // Room for a whole step of codes (state per sensor, a few attribute
+    // messages) on top of an announce window of discovery configs (up to three
+    // per sensor, plus a keypad state). The channel allocates only what is queued.
+    let request_capacity = settings.sensors.len() * 2 + ANNOUNCE_WINDOW * 4 + 64;
     let link = connection::connect(
         &settings.mqtt,
         &messages::availability(&topics, false),
-        messages_per_announce,
-        Acks::Ignore,
+        request_capacity,
     );
     Bridge::new(settings, topics, clock)
         .serve(link, shutdown)
@@ -194,6 +199,8 @@ impl Bridge {
             code_refreshes: VecDeque::new(),
             announce_at: None,
             cleanup: Cleanup::Pending,
+            announcing: None,
+            unacked: 0,
             health,
             verify_routes,
             verifiers,
@@ -308,6 +315,10 @@ impl Bridge {
                 if let Some(health) = &mut self.health {
                     health.set_connected(false);
                 }
+                // Whatever was queued died with the session; the next ConnAck
+                // announces from scratch.
+                self.announcing = None;
+                self.unacked = 0;
                 // The cleanup subscription died with the session; retry on reconnect.
                 if matches!(self.cleanup, Cleanup::Collecting { .. }) {
                     self.cleanup = Cleanup::Pending;
@@ -344,29 +355,46 @@ impl Bridge {
                     link.send(messages::clear_retained(topic));
                 }
             }
-            LinkEvent::PublishAcked => {}
+            LinkEvent::PublishAcked => {
+                // Acks of other QoS 1 messages (availability, answers) count
+                // too, which only widens the window a little.
+                self.unacked = self.unacked.saturating_sub(1);
+                self.continue_announce(link);
+            }
         }
     }
 
     /// Everything Home Assistant needs, from scratch: discovery configs,
-    /// availability, current codes; then schedules code re-sends.
+    /// availability, current codes; then schedules code re-sends. The configs
+    /// go out paced by the broker's acknowledgements (see [`ANNOUNCE_WINDOW`]);
+    /// the rest follows once they are all queued.
     fn announce(&mut self, link: &Link) {
-        let mut queued = 0usize;
-        for published in &self.sensors {
-            for config in messages::discovery_configs(&self.topics, &published.sensor) {
-                queued += usize::from(link.send(config));
+        self.announcing = Some(0);
+        self.continue_announce(link);
+    }
+
+    fn continue_announce(&mut self, link: &Link) {
+        let Some(mut next) = self.announcing else {
+            return;
+        };
+        while next < self.sensors.len() && self.unacked < ANNOUNCE_WINDOW {
+            let sensor = &self.sensors[next].sensor;
+            for config in messages::discovery_configs(&self.topics, sensor) {
+                self.unacked += usize::from(link.send(config));
             }
-            if published.sensor.verify.is_some() {
-                link.send(messages::keypad_cleared(&self.topics, &published.sensor.id));
+            if sensor.verify.is_some() {
+                link.send(messages::keypad_cleared(&self.topics, &sensor.id));
             }
+            next += 1;
         }
+        if next < self.sensors.len() {
+            self.announcing = Some(next);
+            return;
+        }
+        self.announcing = None;
         link.send(messages::availability(&self.topics, true));
         self.publish_codes(link, None);
-        info!(
-            sensors = self.sensors.len(),
-            discovery_configs = queued,
-            "announced to Home Assistant"
-        );
+        info!(sensors = self.sensors.len(), "announced to Home Assistant");
         let now = Instant::now();
         self.code_refreshes = CODE_REFRESH_DELAYS
             .iter()

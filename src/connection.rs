@@ -37,14 +37,6 @@ pub enum LinkEvent {
     PublishAcked,
 }
 
-/// Whether the bridge hears of each QoS 1 acknowledgement. Only `purge` waits
-/// for them; for `run` they would be one wasted wake-up per discovery config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acks {
-    Report,
-    Ignore,
-}
-
 /// The bridge's side of the connection.
 pub struct Link {
     pub client: AsyncClient,
@@ -165,17 +157,11 @@ pub fn mqtt_options(settings: &MqttSettings, last_will: &Message) -> MqttOptions
     options
 }
 
-/// Starts the connection task. `messages_per_announce` sizes the request channel
-/// so that a whole announce fits without blocking.
-pub fn connect(
-    settings: &MqttSettings,
-    last_will: &Message,
-    messages_per_announce: usize,
-    acks: Acks,
-) -> Link {
+/// Starts the connection task. `request_capacity` sizes the request channel so
+/// that what the caller sends at once fits without blocking.
+pub fn connect(settings: &MqttSettings, last_will: &Message, request_capacity: usize) -> Link {
     let options = mqtt_options(settings, last_will);
-    let (client, mut event_loop) =
-        AsyncClient::new(options, messages_per_announce + CHANNEL_HEADROOM);
+    let (client, mut event_loop) = AsyncClient::new(options, request_capacity + CHANNEL_HEADROOM);
     // Without TCP_NODELAY the second small publish of a burst waits ~40 ms for
     // Nagle's algorithm; codes are worth most in their first milliseconds.
     event_loop.network_options.set_tcp_nodelay(true);
@@ -189,7 +175,6 @@ pub fn connect(
         events_tx,
         settings.broker_address(),
         connected.clone(),
-        acks,
     ));
     Link {
         client,
@@ -205,7 +190,6 @@ async fn drive(
     events: mpsc::UnboundedSender<LinkEvent>,
     broker: String,
     connected: Arc<AtomicBool>,
-    acks: Acks,
 ) {
     let mut backoff = Backoff::new();
     // The last failure reason logged, so a broker that stays down is reported
@@ -224,9 +208,7 @@ async fn drive(
                 topic: publish.topic,
                 payload: publish.payload,
             },
-            Ok(Event::Incoming(Packet::PubAck(_))) if acks == Acks::Report => {
-                LinkEvent::PublishAcked
-            }
+            Ok(Event::Incoming(Packet::PubAck(_))) => LinkEvent::PublishAcked,
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 connected.store(false, Ordering::Release);
                 info!(broker, "disconnected from MQTT broker");

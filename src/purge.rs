@@ -14,7 +14,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::info;
 
 use crate::config::Settings;
-use crate::connection::{self, Acks, LinkEvent};
+use crate::connection::{self, LinkEvent};
 use crate::messages::{self, Topics};
 
 /// How long to wait for the broker before giving up (purge is interactive).
@@ -39,7 +39,6 @@ pub async fn purge(settings: &Settings) -> anyhow::Result<PurgeReport> {
         // Room for every config to clear, configured or left by an earlier
         // configuration; the channel allocates only what is queued.
         settings.sensors.len() * 3 + 100_000,
-        Acks::Report,
     );
 
     let connect_deadline = Instant::now() + CONNECT_TIMEOUT;

@@ -430,3 +430,40 @@ fn environment_variables_override_the_file() {
         m.iter().any(|r| r.topic == "envbase/env_test/state")
     });
 }
+
+#[test]
+fn thousands_of_sensors_are_announced_completely_in_paced_batches() {
+    // More discovery configs than one announce window (512), so the announce
+    // has to wait for the broker's acks several times.
+    let broker = Broker::start();
+    let mut config = format!(
+        "mqtt:\n  host: 127.0.0.1\n  port: {}\nsensors:\n",
+        broker.port
+    );
+    for index in 0..1500 {
+        config.push_str(&format!(
+            "  - name: Sensor {index}\n    token: {SHA256_SECRET}\n"
+        ));
+        if index % 3 == 0 {
+            config.push_str("    verify: {}\n");
+        }
+    }
+    let path = write_config(broker.dir(), "otp2mqtt.yaml", &config);
+    let observer = Observer::connect(broker.port, &["otp2mqtt/status", "otp2mqtt/+/state"]);
+    let bridge = BridgeProcess::run(&path);
+    observer.wait_until(Duration::from_secs(20), &|| bridge.log(), |m| {
+        m.iter()
+            .any(|r| r.topic == "otp2mqtt/status" && r.text() == "online")
+            && m.iter().filter(|r| r.topic.ends_with("/state")).count() >= 1500
+    });
+    let configs = retained(broker.port, "homeassistant/#");
+    assert_eq!(
+        configs.len(),
+        1500 + 500 * 2,
+        "every sensor, event and keypad config"
+    );
+    let secret = base32_decode(SHA256_SECRET);
+    for state in observer.on("otp2mqtt/sensor_1499/state") {
+        assert!(code_fits(&state.text(), &secret, "SHA1", 6, 30, state.at));
+    }
+}

@@ -96,7 +96,9 @@ impl Broker {
             format!(
                 // Per-listener settings: the first listener stays anonymous for
                 // observers; tests add password or TLS listeners for the bridge.
-                "per_listener_settings true\npersistence false\nlog_dest stderr\nlog_type all\nlistener {} 127.0.0.1\nallow_anonymous true\n{}\n",
+                // Mosquitto queues at most 1000 messages per client by default and
+                // drops the rest, which would hide retained configs from observers.
+                "per_listener_settings true\npersistence false\nmax_queued_messages 0\nlog_dest stderr\nlog_type all\nlistener {} 127.0.0.1\nallow_anonymous true\n{}\n",
                 self.port, self.extra_config
             ),
         )
