@@ -33,9 +33,12 @@ pub const CODE_REFRESH_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration
 /// its docs advise, so that a restart is not met by every bridge at once.
 pub const BIRTH_DELAY_MIN: Duration = Duration::from_millis(500);
 pub const BIRTH_DELAY_JITTER: Duration = Duration::from_millis(1000);
-/// How long after the first connect stale discovery configs of this instance are
-/// looked for. The broker sends retained messages right after the subscription.
+/// The longest the first announce waits for the stale-config search (normally
+/// it ends within milliseconds, when its marker comes back; an ACL that forbids
+/// the marker topic makes it wait this long), plus [`CLEANUP_TIME_PER_SENSOR`]:
+/// a broker holding many retained configs takes a while to send them all.
 pub const CLEANUP_WINDOW: Duration = Duration::from_secs(3);
+pub const CLEANUP_TIME_PER_SENSOR: Duration = Duration::from_micros(100);
 /// Upper bound of the shutdown sequence after the signal (offline + disconnect).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// Discovery configs (QoS 1) queued before waiting for the broker's acks.
@@ -307,7 +310,9 @@ impl Bridge {
                     link.send(messages::marker(marker.clone()));
                     self.cleanup = Cleanup::Collecting {
                         marker,
-                        deadline: Instant::now() + CLEANUP_WINDOW,
+                        deadline: Instant::now()
+                            + CLEANUP_WINDOW
+                            + CLEANUP_TIME_PER_SENSOR * self.sensors.len() as u32,
                     };
                 }
             }
