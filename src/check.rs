@@ -22,8 +22,6 @@ use crate::sensor::Sensor;
 
 /// How long `--connect` waits for the broker's answer, all attempts included.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
-/// Seconds the TCP connect plus CONNECT/CONNACK may take (as the bridge allows).
-const CONNECT_TIMEOUT_SECS: u64 = 5;
 /// How long a clean disconnect may take before we give up on it.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 
@@ -231,7 +229,7 @@ pub async fn try_connect(settings: &MqttSettings) -> Result<(), String> {
     event_loop.network_options.set_tcp_nodelay(true);
     event_loop
         .network_options
-        .set_connection_timeout(CONNECT_TIMEOUT_SECS);
+        .set_connection_timeout(connection::CONNECT_TIMEOUT_SECS);
 
     let connected = tokio::time::timeout(CONNECT_DEADLINE, async {
         loop {

@@ -119,7 +119,7 @@ const MAX_OUTGOING_PACKET: usize = 64 * 1024;
 /// of discovery configs without waiting a round trip per hundred.
 const MAX_INFLIGHT: u16 = 1024;
 /// Seconds a TCP connect plus CONNECT/CONNACK may take.
-const CONNECT_TIMEOUT_SECS: u64 = 5;
+pub const CONNECT_TIMEOUT_SECS: u64 = 5;
 
 /// Builds the client options: credentials, keep-alive, a retained `offline` last
 /// will, clean sessions (we re-announce on every ConnAck instead of relying on
