@@ -307,8 +307,9 @@ fn home_assistant_birth_message_brings_a_full_reannounce() {
     });
 }
 
-#[test]
-fn sigterm_marks_everything_offline_and_exits_zero() {
+/// Stops a running bridge with `signal` and checks the clean shutdown: exit 0,
+/// a retained `offline`, and a DISCONNECT (not the last will) at the broker.
+fn stops_cleanly_on(signal: i32) {
     let broker = Broker::start();
     let config = write_config(
         broker.dir(),
@@ -320,15 +321,14 @@ fn sigterm_marks_everything_offline_and_exits_zero() {
     observer.wait_until(Duration::from_secs(10), &|| bridge.log(), |m| {
         m.iter().any(|r| r.text() == "online")
     });
-    bridge.signal(libc::SIGTERM);
+    bridge.signal(signal);
     let status = bridge
         .wait(Duration::from_secs(5))
-        .expect("otp2mqtt did not exit after SIGTERM");
+        .unwrap_or_else(|| panic!("otp2mqtt did not exit after signal {signal}"));
     assert!(status.success(), "exit status {status}\n{}", bridge.log());
     let availability = retained(broker.port, "otp2mqtt/status");
     assert_eq!(availability.len(), 1);
     assert_eq!(availability[0].text(), "offline");
-    // A clean disconnect, not the last will: the broker saw a DISCONNECT.
     assert!(
         broker.log().contains("Received DISCONNECT from otp2mqtt"),
         "{}\n{}",
@@ -339,27 +339,13 @@ fn sigterm_marks_everything_offline_and_exits_zero() {
 }
 
 #[test]
+fn sigterm_marks_everything_offline_and_exits_zero() {
+    stops_cleanly_on(libc::SIGTERM);
+}
+
+#[test]
 fn sigint_works_like_sigterm() {
-    let broker = Broker::start();
-    let config = write_config(
-        broker.dir(),
-        "otp2mqtt.yaml",
-        &three_sensor_config(broker.port),
-    );
-    let observer = Observer::connect(broker.port, &["otp2mqtt/status"]);
-    let mut bridge = BridgeProcess::run(&config);
-    observer.wait_until(Duration::from_secs(10), &|| bridge.log(), |m| {
-        m.iter().any(|r| r.text() == "online")
-    });
-    bridge.signal(libc::SIGINT);
-    let status = bridge
-        .wait(Duration::from_secs(5))
-        .expect("otp2mqtt did not exit after SIGINT");
-    assert!(status.success());
-    assert_eq!(
-        retained(broker.port, "otp2mqtt/status")[0].text(),
-        "offline"
-    );
+    stops_cleanly_on(libc::SIGINT);
 }
 
 #[test]
