@@ -590,26 +590,28 @@ fn check_warns_about_short_secrets_but_passes() {
     assert_no_secret(&output, &[SHORT_SECRET]);
 }
 
-#[test]
-fn check_connect_reaches_the_broker_and_leaves_nothing_behind() {
-    let broker = Broker::start();
-    let observer = Observer::connect(broker.port, &["#"]);
+/// `otp2mqtt check --connect` on the three-sensor config pointed at `port`.
+fn check_connect(port: u16) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
         "otp2mqtt.yaml",
-        &three_sensor_config(&format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {}\n",
-            broker.port
-        )),
+        &three_sensor_config(&format!("mqtt:\n  host: 127.0.0.1\n  port: {port}\n")),
     );
-    let output = otp2mqtt(&[
+    otp2mqtt(&[
         "check",
         "--config",
         config.to_str().unwrap(),
         "--connect",
         "--allow-unsynced-clock",
-    ]);
+    ])
+}
+
+#[test]
+fn check_connect_reaches_the_broker_and_leaves_nothing_behind() {
+    let broker = Broker::start();
+    let observer = Observer::connect(broker.port, &["#"]);
+    let output = check_connect(broker.port);
     assert!(
         output.status.success(),
         "{}\n{}",
@@ -639,22 +641,7 @@ fn check_connect_reaches_the_broker_and_leaves_nothing_behind() {
 #[test]
 fn check_connect_reports_why_the_broker_failed() {
     let nowhere = Broker::unstarted();
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "otp2mqtt.yaml",
-        &three_sensor_config(&format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {}\n",
-            nowhere.port
-        )),
-    );
-    let output = otp2mqtt(&[
-        "check",
-        "--config",
-        config.to_str().unwrap(),
-        "--connect",
-        "--allow-unsynced-clock",
-    ]);
+    let output = check_connect(nowhere.port);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let message = stderr(&output);
     assert!(
@@ -668,6 +655,7 @@ fn check_connect_reports_why_the_broker_failed() {
 
     // A broker that wants a login it does not get.
     let broker = Broker::start_with("allow_anonymous false\n");
+    let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
         "login.yaml",
